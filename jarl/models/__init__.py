@@ -1,0 +1,5 @@
+"""Decoder LMs as pure functions over a params pytree."""
+
+from jarl.models.config import PRESETS, ModelConfig, preset
+from jarl.models.lm import LM, abstract, cache_shardings, create, from_params, with_value_head
+from jarl.models.transformer import KVCache

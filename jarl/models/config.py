@@ -1,0 +1,117 @@
+"""ModelConfig: one frozen dataclass for every supported decoder family, plus presets.
+
+Families differ only by switches on this config:
+  llama  — RoPE (optionally llama3-scaled), GQA, SwiGLU, RMSNorm; optional biases.
+  qwen2  — llama + bias on q/k/v projections.
+  qwen3  — llama + RMSNorm on q and k per head, head_dim set explicitly.
+
+The HF config.json mapping lives in `hf.py` (`config_from_hf`, `config_to_hf`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+import numpy as np
+
+FAMILIES = ("llama", "qwen2", "qwen3")
+ROPE_TYPES = ("default", "linear", "llama3")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  vocab_size: int
+  d_model: int
+  n_layers: int
+  n_heads: int
+  n_kv_heads: int
+  mlp_dim: int
+  head_dim: int | None = None  # None: d_model // n_heads
+  family: str = "llama"
+  rope_theta: float = 10000.0
+  rope_type: str = "default"
+  rope_factor: float = 1.0  # linear and llama3
+  rope_low_freq_factor: float = 1.0  # llama3
+  rope_high_freq_factor: float = 4.0  # llama3
+  rope_original_max_position: int = 8192  # llama3
+  rms_norm_eps: float = 1e-6
+  tie_embeddings: bool = False
+  qkv_bias: bool = False
+  o_bias: bool = False
+  qk_norm: bool = False
+  max_seq_len: int = 2048
+  dtype: str = "float32"  # compute dtype
+  param_dtype: str = "float32"
+
+  def __post_init__(self):
+    if self.head_dim is None:
+      object.__setattr__(self, "head_dim", self.d_model // self.n_heads)
+    errors = []
+    if self.family not in FAMILIES:
+      errors.append(f"family={self.family!r} (supported: {FAMILIES})")
+    if self.rope_type not in ROPE_TYPES:
+      errors.append(f"rope_type={self.rope_type!r} (supported: {ROPE_TYPES})")
+    for field in ("dtype", "param_dtype"):
+      if getattr(self, field) not in DTYPES:
+        errors.append(f"{field}={getattr(self, field)!r} (supported: {tuple(DTYPES)})")
+    if self.n_heads % self.n_kv_heads:
+      errors.append(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+    if self.head_dim % 2:
+      errors.append(f"head_dim={self.head_dim} must be even for RoPE")
+    if errors:
+      raise ValueError("invalid ModelConfig: " + "; ".join(errors))
+
+  @property
+  def compute_dtype(self):
+    return DTYPES[self.dtype]
+
+  @property
+  def weight_dtype(self):
+    return DTYPES[self.param_dtype]
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  def rope_inv_freq(self) -> np.ndarray:
+    """Inverse RoPE frequencies [head_dim/2], float32, as transformers computes them."""
+    dim = self.head_dim
+    inv = 1.0 / (self.rope_theta ** (np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim))
+    inv = inv.astype(np.float32)
+    if self.rope_type == "linear":
+      inv = inv / self.rope_factor
+    elif self.rope_type == "llama3":
+      factor, low, high = self.rope_factor, self.rope_low_freq_factor, self.rope_high_freq_factor
+      old = self.rope_original_max_position
+      wavelen = 2 * np.pi / inv
+      scaled = np.where(wavelen > old / low, inv / factor, inv)
+      smooth = (old / wavelen - low) / (high - low)
+      smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+      medium = ~(wavelen < old / high) & ~(wavelen > old / low)
+      inv = np.where(medium, smoothed, scaled)
+    return inv.astype(np.float32)
+
+  def num_params(self) -> int:
+    D, F, V, L = self.d_model, self.mlp_dim, self.vocab_size, self.n_layers
+    H, K, Dh = self.n_heads, self.n_kv_heads, self.head_dim
+    attn = D * (H + 2 * K) * Dh + H * Dh * D
+    attn += (H + 2 * K) * Dh * self.qkv_bias + D * self.o_bias + 2 * Dh * self.qk_norm
+    per_layer = attn + 3 * D * F + 2 * D
+    return V * D * (1 if self.tie_embeddings else 2) + L * per_layer + D
+
+
+PRESETS: dict[str, ModelConfig] = {
+    # vocab 512 covers the ByteTokenizer (256 bytes + specials).
+    "tiny": ModelConfig(vocab_size=512, d_model=256, n_layers=4, n_heads=4, n_kv_heads=2,
+                        mlp_dim=704, max_seq_len=1024),
+    "small": ModelConfig(vocab_size=32000, d_model=512, n_layers=8, n_heads=8, n_kv_heads=4,
+                         mlp_dim=1408, max_seq_len=2048),
+}
+
+
+def preset(name: str, **overrides) -> ModelConfig:
+  """A built-in config by name, with optional field overrides."""
+  if name not in PRESETS:
+    raise ValueError(f"unknown model preset {name!r}; available: {sorted(PRESETS)}")
+  return PRESETS[name].replace(**overrides)

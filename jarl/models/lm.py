@@ -1,0 +1,134 @@
+"""The model handle: config + graphdef + a params pytree, with a pure `apply`.
+
+    lm = jarl.models.create(preset("tiny"), seed=0, mesh=mesh)   # params born sharded
+    logits_BxTxV, cache = lm.apply(lm.params, tokens_BxT, positions_BxT, cache, valid_BxT)
+
+`params` is a nested dict of arrays (optax, orbax and the HF mapping all see plain
+dicts); `axes` is the same tree holding each parameter's logical axes as a
+PartitionSpec of logical names. The module kinds share the handle:
+  "lm"            Transformer       apply -> (logits_BxTxV, cache)
+  "policy_value"  PolicyWithValue   apply -> (logits_BxTxV, values_BxT, cache)
+  "reward"        RewardModel       apply -> rewards_B
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from jarl import sharding
+from jarl.models.config import ModelConfig
+from jarl.models.heads import PolicyWithValue, RewardModel, ScalarHead
+from jarl.models.transformer import KVCache, Transformer
+
+MODULES: dict[str, Callable[..., nnx.Module]] = {
+    "lm": Transformer,
+    "policy_value": PolicyWithValue,
+    "reward": RewardModel,
+}
+
+CACHE_AXES = P("batch", None, "kv_heads", "head_dim")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class LM:
+  config: ModelConfig
+  kind: str
+  graphdef: Any
+  params: Any
+  axes: Any
+  mesh: Mesh | None = None
+
+  def apply(self, params, *args, **kwargs):
+    """Pure: the module's forward as a function of the params pytree."""
+    return nnx.merge(self.graphdef, params)(*args, **kwargs)
+
+  def replace(self, **changes) -> "LM":
+    return dataclasses.replace(self, **changes)
+
+  def param_specs(self, rules=sharding.RULES) -> Any:
+    return jax.tree.map(lambda a: sharding.logical_to_spec(a, rules), self.axes)
+
+  def param_shardings(self, mesh: Mesh, rules=sharding.RULES) -> Any:
+    return sharding.shardings_for(self.params, self.param_specs(rules), mesh)
+
+  def init_cache(self, batch: int, length: int) -> KVCache:
+    cache = KVCache.init(self.config, batch, length)
+    return cache if self.mesh is None else jax.device_put(cache, cache_shardings(self.config, self.mesh, batch))
+
+  @property
+  def num_params(self) -> int:
+    return sum(x.size for x in jax.tree.leaves(self.params))
+
+
+def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int) -> KVCache:
+  """NamedShardings for a KVCache: rows over (data, fsdp), kv heads over tensor."""
+  spec = sharding.logical_to_spec(CACHE_AXES)
+  sharding.check_divisible("kv_cache", (batch, 1, cfg.n_kv_heads, cfg.head_dim), spec, mesh)
+  kv = tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
+  return KVCache(k=kv, v=kv, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
+
+
+def _axes_of(state) -> Any:
+  def axes(v):
+    if "axes" not in v.get_metadata():
+      raise ValueError(f"parameter of shape {v.shape} has no logical axes")
+    return P(*v.get_metadata()["axes"])
+  return nnx.to_pure_dict(jax.tree.map(axes, state, is_leaf=lambda x: isinstance(x, nnx.Variable)))
+
+
+def abstract(cfg: ModelConfig, kind: str = "lm"):
+  """(graphdef, param shapes, logical axes) without allocating anything."""
+  if kind not in MODULES:
+    raise ValueError(f"unknown model kind {kind!r}; available: {sorted(MODULES)}")
+  module = nnx.eval_shape(lambda: MODULES[kind](cfg, nnx.Rngs(0)))
+  graphdef, state = nnx.split(module)
+  return graphdef, nnx.to_pure_dict(state), _axes_of(state)
+
+
+def create(cfg: ModelConfig, seed: int | jax.Array = 0, *, mesh: Mesh | None = None,
+           kind: str = "lm") -> LM:
+  """Randomly initialised model; with a mesh the params are created already sharded."""
+  graphdef, shapes, axes = abstract(cfg, kind)
+  key = jax.random.key(seed) if isinstance(seed, int) else seed
+
+  def init(key):
+    return nnx.to_pure_dict(nnx.split(MODULES[kind](cfg, nnx.Rngs(key)))[1])
+
+  lm = LM(cfg, kind, graphdef, shapes, axes, mesh)
+  out_shardings = None if mesh is None else lm.param_shardings(mesh)
+  return lm.replace(params=jax.jit(init, out_shardings=out_shardings)(key))
+
+
+def from_params(cfg: ModelConfig, params: Any, *, mesh: Mesh | None = None, kind: str = "lm") -> LM:
+  """A handle around existing params (checked against the model's shapes), placed on a mesh."""
+  graphdef, shapes, axes = abstract(cfg, kind)
+  expected = dict(jax.tree_util.tree_flatten_with_path(shapes)[0])
+  got = dict(jax.tree_util.tree_flatten_with_path(params)[0])
+  missing = sorted(sharding.path_name(p) for p in expected.keys() - got.keys())
+  extra = sorted(sharding.path_name(p) for p in got.keys() - expected.keys())
+  if missing or extra:
+    raise ValueError(f"params do not match a {kind} model: missing {missing}, unexpected {extra}")
+  for path, want in expected.items():
+    if tuple(got[path].shape) != tuple(want.shape):
+      raise ValueError(f"parameter {sharding.path_name(path)}: shape {tuple(got[path].shape)}, "
+                       f"expected {tuple(want.shape)}")
+  params = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), params, shapes)
+  lm = LM(cfg, kind, graphdef, params, axes, mesh)
+  if mesh is not None:
+    lm = lm.replace(params=jax.device_put(params, lm.param_shardings(mesh)))
+  return lm
+
+
+def with_value_head(lm: LM, seed: int | jax.Array = 0) -> LM:
+  """A policy-with-value handle that reuses an LM's params and adds a fresh value head."""
+  if lm.kind != "lm":
+    raise ValueError(f"with_value_head needs an 'lm' handle, got {lm.kind!r}")
+  key = jax.random.key(seed) if isinstance(seed, int) else seed
+  head = nnx.to_pure_dict(nnx.split(ScalarHead(lm.config, nnx.Rngs(key)))[1])
+  return from_params(lm.config, {"lm": lm.params, "value_head": head}, mesh=lm.mesh, kind="policy_value")

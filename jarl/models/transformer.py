@@ -1,0 +1,223 @@
+"""Decoder-only transformer for the Llama / Qwen2 / Qwen3 families, as Flax NNX modules.
+
+Every parameter carries logical axis names in its `axes` metadata (`embed`, `mlp`,
+`heads`, `kv_heads`, `head_dim`, `vocab`, `norm`); `jarl.sharding` maps them to mesh
+axes. Code outside `jarl.models` never calls these modules directly: it uses the
+pure `apply(params, ...)` of an `LM` handle (`jarl/models/lm.py`).
+
+Token layout. A row is a sequence of slots; `valid_BxT` marks which slots hold real
+tokens (False for padding or idle steps) and `positions_BxT` gives each token's RoPE
+position. A query at slot t attends to valid keys at slots <= t (and always to itself,
+so padded rows stay finite). The KV cache is written at one shared slot cursor
+(`KVCache.index`) for the whole batch: prompts of different lengths are left-padded,
+and rows that idle during decoding write an invalid slot. The same (tokens, positions,
+valid) buffers replayed through one full forward give exactly the sampler's logits.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jarl.models.config import ModelConfig
+
+Array = jax.Array
+
+
+def _fan_in_init(n_in: int, rank: int):
+  return nnx.initializers.variance_scaling(
+      1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+      out_axis=tuple(range(n_in, rank)))
+
+
+class Dense(nnx.Module):
+  """y = x ⋅ kernel (+ bias), contracting the last `len(in_shape)` dims of x."""
+
+  def __init__(self, in_shape: tuple, out_shape: tuple, axes: tuple, *, use_bias: bool,
+               cfg: ModelConfig, rngs: nnx.Rngs):
+    shape = tuple(in_shape) + tuple(out_shape)
+    init = _fan_in_init(len(in_shape), len(shape))
+    self.kernel = nnx.Param(init(rngs.params(), shape, cfg.weight_dtype), axes=axes)
+    self.bias = (nnx.Param(jnp.zeros(out_shape, cfg.weight_dtype), axes=axes[len(in_shape):])
+                 if use_bias else None)
+    self.n_in = len(in_shape)
+    self.dtype = cfg.compute_dtype
+
+  def __call__(self, x: Array) -> Array:
+    y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype), axes=self.n_in)
+    if self.bias is not None:
+      y = y + self.bias[...].astype(self.dtype)
+    return y
+
+
+class RMSNorm(nnx.Module):
+  """RMSNorm computed in float32, scaled after casting back (as transformers does)."""
+
+  def __init__(self, dim: int, cfg: ModelConfig):
+    self.scale = nnx.Param(jnp.ones((dim,), cfg.weight_dtype), axes=("norm",))
+    self.eps = cfg.rms_norm_eps
+
+  def __call__(self, x: Array) -> Array:
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return self.scale[...].astype(x.dtype) * normed.astype(x.dtype)
+
+
+def rope_tables(cfg: ModelConfig, positions_BxT: Array) -> tuple[Array, Array]:
+  """(sin, cos) of shape [B, T, head_dim], float32, half-split layout (rotate_half)."""
+  inv_freq = jnp.asarray(cfg.rope_inv_freq())
+  angles_BxTxF = positions_BxT.astype(jnp.float32)[..., None] * inv_freq
+  angles_BxTxDh = jnp.concatenate([angles_BxTxF, angles_BxTxF], axis=-1)
+  return jnp.sin(angles_BxTxDh), jnp.cos(angles_BxTxDh)
+
+
+def apply_rope(x_BxTxNxDh: Array, sin_BxTxDh: Array, cos_BxTxDh: Array) -> Array:
+  half = x_BxTxNxDh.shape[-1] // 2
+  x1, x2 = x_BxTxNxDh[..., :half], x_BxTxNxDh[..., half:]
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  sin, cos = (t[:, :, None, :].astype(x_BxTxNxDh.dtype) for t in (sin_BxTxDh, cos_BxTxDh))
+  return x_BxTxNxDh * cos + rotated * sin
+
+
+@flax.struct.dataclass
+class KVCache:
+  """Per-layer keys/values [B, S, K, Dh], which slots hold real tokens, and the cursor."""
+  k: tuple
+  v: tuple
+  valid_BxS: Array
+  index: Array  # int32 scalar: slots [0, index) are written
+
+  @classmethod
+  def init(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
+    shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
+    zeros = tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.n_layers))
+    return cls(k=zeros, v=zeros, valid_BxS=jnp.zeros((batch, length), bool),
+               index=jnp.zeros((), jnp.int32))
+
+  @property
+  def length(self) -> int:
+    return self.valid_BxS.shape[1]
+
+
+class Attention(nnx.Module):
+  """Grouped-query attention with RoPE, optional q/k/v/o biases and q/k RMSNorm."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    D, H, K, Dh = cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+    self.q = Dense((D,), (H, Dh), ("embed", "heads", "head_dim"), use_bias=cfg.qkv_bias, cfg=cfg, rngs=rngs)
+    self.k = Dense((D,), (K, Dh), ("embed", "kv_heads", "head_dim"), use_bias=cfg.qkv_bias, cfg=cfg, rngs=rngs)
+    self.v = Dense((D,), (K, Dh), ("embed", "kv_heads", "head_dim"), use_bias=cfg.qkv_bias, cfg=cfg, rngs=rngs)
+    self.o = Dense((H, Dh), (D,), ("heads", "head_dim", "embed"), use_bias=cfg.o_bias, cfg=cfg, rngs=rngs)
+    self.q_norm = RMSNorm(Dh, cfg) if cfg.qk_norm else None
+    self.k_norm = RMSNorm(Dh, cfg) if cfg.qk_norm else None
+    self.scale = Dh ** -0.5
+
+  def __call__(self, x_BxTxD, sin, cos, mask_Bx1xTxS, kv=None, index=None):
+    q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh = self.q(x_BxTxD), self.k(x_BxTxD), self.v(x_BxTxD)
+    if self.q_norm is not None:
+      q_BxTxHxDh, k_BxTxKxDh = self.q_norm(q_BxTxHxDh), self.k_norm(k_BxTxKxDh)
+    q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
+    k_BxTxKxDh = apply_rope(k_BxTxKxDh, sin, cos)
+    if kv is not None:  # write the new slots into the cache, attend over all of it
+      k_cache, v_cache = kv
+      k_BxSxKxDh = jax.lax.dynamic_update_slice(k_cache, k_BxTxKxDh.astype(k_cache.dtype), (0, index, 0, 0))
+      v_BxSxKxDh = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxDh.astype(v_cache.dtype), (0, index, 0, 0))
+      kv = (k_BxSxKxDh, v_BxSxKxDh)
+    else:
+      k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
+    out_BxTxHxDh = jax.nn.dot_product_attention(
+        q_BxTxHxDh, k_BxSxKxDh.astype(q_BxTxHxDh.dtype), v_BxSxKxDh.astype(q_BxTxHxDh.dtype),
+        mask=mask_Bx1xTxS, scale=self.scale)
+    return self.o(out_BxTxHxDh), kv
+
+
+class MLP(nnx.Module):
+  """SwiGLU: down(silu(gate(x)) * up(x))."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    D, F = cfg.d_model, cfg.mlp_dim
+    self.gate = Dense((D,), (F,), ("embed", "mlp"), use_bias=False, cfg=cfg, rngs=rngs)
+    self.up = Dense((D,), (F,), ("embed", "mlp"), use_bias=False, cfg=cfg, rngs=rngs)
+    self.down = Dense((F,), (D,), ("mlp", "embed"), use_bias=False, cfg=cfg, rngs=rngs)
+
+  def __call__(self, x_BxTxD):
+    return self.down(jax.nn.silu(self.gate(x_BxTxD)) * self.up(x_BxTxD))
+
+
+class Block(nnx.Module):
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs):
+    self.attn_norm = RMSNorm(cfg.d_model, cfg)
+    self.attn = Attention(cfg, rngs)
+    self.mlp_norm = RMSNorm(cfg.d_model, cfg)
+    self.mlp = MLP(cfg, rngs)
+
+  def __call__(self, x_BxTxD, sin, cos, mask_Bx1xTxS, kv=None, index=None):
+    attn_out, kv = self.attn(self.attn_norm(x_BxTxD), sin, cos, mask_Bx1xTxS, kv, index)
+    x_BxTxD = x_BxTxD + attn_out
+    return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)), kv
+
+
+def attention_mask(valid_BxT: Array, cache: KVCache | None) -> tuple[Array, Array | None]:
+  """Boolean mask [B, 1, T, S] (slot-causal over valid keys, plus the diagonal)."""
+  B, T = valid_BxT.shape
+  if cache is None:
+    key_valid_BxS, q_slot_T, S = valid_BxT, jnp.arange(T), T
+  else:
+    key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT, (0, cache.index))
+    q_slot_T, S = cache.index + jnp.arange(T), cache.length
+  k_slot_S = jnp.arange(S)
+  causal_TxS = k_slot_S[None, :] <= q_slot_T[:, None]
+  diag_TxS = k_slot_S[None, :] == q_slot_T[:, None]
+  mask_BxTxS = (key_valid_BxS[:, None, :] & causal_TxS[None]) | diag_TxS[None]
+  return mask_BxTxS[:, None], key_valid_BxS
+
+
+class Transformer(nnx.Module):
+  """The decoder LM. `hidden` gives final-norm states, `__call__` float32 logits."""
+
+  def __init__(self, cfg: ModelConfig, rngs: nnx.Rngs, lm_head: bool = True):
+    self.config = cfg
+    embed_init = nnx.initializers.normal(stddev=cfg.d_model ** -0.5)
+    self.embed = nnx.Param(embed_init(rngs.params(), (cfg.vocab_size, cfg.d_model), cfg.weight_dtype),
+                           axes=("vocab", "embed"))
+    self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+    self.final_norm = RMSNorm(cfg.d_model, cfg)
+    self.lm_head = (Dense((cfg.d_model,), (cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
+                          cfg=cfg, rngs=rngs)
+                    if lm_head and not cfg.tie_embeddings else None)
+
+  def hidden(self, tokens_BxT: Array, positions_BxT: Array | None = None,
+             cache: KVCache | None = None, valid_BxT: Array | None = None):
+    cfg = self.config
+    if valid_BxT is None:
+      valid_BxT = jnp.ones(tokens_BxT.shape, bool)
+    if positions_BxT is None:
+      if cache is not None:
+        raise ValueError("positions_BxT is required when decoding with a cache")
+      positions_BxT = jnp.maximum(jnp.cumsum(valid_BxT, axis=1) - 1, 0)
+    mask_Bx1xTxS, key_valid_BxS = attention_mask(valid_BxT, cache)
+    sin, cos = rope_tables(cfg, positions_BxT)
+    x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cfg.compute_dtype)
+    new_k, new_v = [], []
+    for i, layer in enumerate(self.layers):
+      kv = None if cache is None else (cache.k[i], cache.v[i])
+      x_BxTxD, kv = layer(x_BxTxD, sin, cos, mask_Bx1xTxS, kv, None if cache is None else cache.index)
+      if cache is not None:
+        new_k.append(kv[0])
+        new_v.append(kv[1])
+    if cache is not None:
+      cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
+                      index=cache.index + tokens_BxT.shape[1])
+    return self.final_norm(x_BxTxD), cache
+
+  def logits(self, h_BxTxD: Array) -> Array:
+    if self.lm_head is None:
+      embed_VxD = self.embed[...].astype(h_BxTxD.dtype)
+      return jnp.einsum("btd,vd->btv", h_BxTxD, embed_VxD, preferred_element_type=jnp.float32)
+    return self.lm_head(h_BxTxD).astype(jnp.float32)
+
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, valid_BxT=None):
+    h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
+    return self.logits(h_BxTxD), cache

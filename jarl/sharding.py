@@ -1,0 +1,117 @@
+"""Device mesh from config, logical-axis rules, and shard / replicate helpers.
+
+Parameters name their dimensions with logical axes (`embed`, `mlp`, `heads`, …).
+`RULES` is the one table that maps a logical axis to mesh axes of the 3-axis mesh
+(`data`, `fsdp`, `tensor`):
+
+  batch    -> (data, fsdp)   activations and KV cache rows
+  embed    -> fsdp           ZeRO-3 style parameter sharding
+  mlp, heads, kv_heads, vocab -> tensor   Megatron-style tensor parallelism
+  head_dim, norm, layers, None -> replicated
+
+A dimension that the mesh axes do not divide is an error naming the parameter,
+its shape and the mesh, raised before any array is created.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+RULES: tuple[tuple[str, Any], ...] = (
+    ("batch", ("data", "fsdp")),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("vocab", "tensor"),
+    ("head_dim", None),
+    ("norm", None),
+    ("layers", None),
+)
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
+  """A (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  shape = [data, fsdp, tensor]
+  if shape.count(-1) > 1:
+    raise ValueError(f"at most one mesh axis may be -1, got data={data} fsdp={fsdp} tensor={tensor}")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices cannot be split into mesh {dict(zip(MESH_AXES, shape))}")
+    shape[shape.index(-1)] = len(devices) // known
+  if math.prod(shape) != len(devices):
+    raise ValueError(f"mesh {dict(zip(MESH_AXES, shape))} needs {math.prod(shape)} devices, "
+                     f"have {len(devices)}")
+  return Mesh(np.asarray(devices).reshape(shape), MESH_AXES)
+
+
+def mesh_from_config(cfg: Mapping | None) -> Mesh:
+  """Mesh from a config mapping with optional keys data, fsdp, tensor."""
+  cfg = dict(cfg or {})
+  unknown = set(cfg) - set(MESH_AXES)
+  if unknown:
+    raise ValueError(f"unknown mesh config keys {sorted(unknown)}; valid: {list(MESH_AXES)}")
+  return make_mesh(**cfg)
+
+
+def logical_to_spec(axes: Sequence[str | None], rules=RULES) -> P:
+  table = dict(rules)
+  missing = [a for a in axes if a is not None and a not in table]
+  if missing:
+    raise ValueError(f"logical axes {missing} have no sharding rule; known: {sorted(table)}")
+  return P(*(None if a is None else table[a] for a in axes))
+
+
+def _mesh_size(mesh: Mesh, entry) -> int:
+  if entry is None:
+    return 1
+  names = entry if isinstance(entry, tuple) else (entry,)
+  return math.prod(mesh.shape[n] for n in names)
+
+
+def check_divisible(name: str, shape: Sequence[int], spec: P, mesh: Mesh) -> None:
+  for dim, (size, entry) in enumerate(zip(shape, spec)):
+    n = _mesh_size(mesh, entry)
+    if size % n:
+      raise ValueError(f"{name}: dimension {dim} of shape {tuple(shape)} is {size}, which the mesh "
+                       f"axes {entry} (size {n}) of mesh {dict(mesh.shape)} do not divide")
+
+
+def path_name(path) -> str:
+  return "/".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+def shardings_for(shapes: Any, specs: Any, mesh: Mesh) -> Any:
+  """NamedShardings for a tree of shapes (arrays or ShapeDtypeStructs) and PartitionSpecs."""
+  def one(path, x, spec):
+    check_divisible(path_name(path), x.shape, spec, mesh)
+    return NamedSharding(mesh, spec)
+  return jax.tree_util.tree_map_with_path(one, shapes, specs)
+
+
+def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
+  """Rows over (data, fsdp), everything else replicated."""
+  return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1)))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def shard_batch(tree: Any, mesh: Mesh) -> Any:
+  """Put every array of a batch tree with its leading axis over (data, fsdp)."""
+  def put(x):
+    if getattr(x, "ndim", 0) == 0:
+      return jax.device_put(x, replicated(mesh))
+    check_divisible("batch", x.shape[:1], P(("data", "fsdp")), mesh)
+    return jax.device_put(x, batch_sharding(mesh, x.ndim))
+  return jax.tree.map(put, tree)
