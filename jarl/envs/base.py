@@ -1,0 +1,129 @@
+"""The TextEnv protocol, the environment registry, and host-side episode helpers.
+
+A TextEnv is pure JAX and vmappable; it speaks tokens through a `Codec` built once
+from the tokenizer, so observations are rendered and free-text actions are parsed
+inside the compiled graph for any tokenizer:
+
+    state, obs = env.reset(key)                                   # obs: Tokens [obs_len]
+    state, obs, reward, terminated, truncated, info = env.step(state, action, key)
+
+`terminated` means the task ended (solved, failed for good); `truncated` means the
+turn limit cut it off. `info` always holds `valid_action` (the action parsed) and
+`success` (the episode's goal is reached), plus env-specific scalars; every value has
+a fixed shape and dtype so rollouts can scan over it. There is no auto-reset: a
+rollout runs each episode once and masks steps after the end.
+
+An env that sets `reads_plan = True` also gets the policy's PLAN segment for the
+turn: `step(state, action, key, plan=Tokens)` (e.g. `subgoal_maze` checks a stated
+subgoal); the rollout passes it only to such envs.
+
+Each env also provides, on the host, `expert_action(state) -> str` (a solver's next
+action for one unbatched state, for supervised warm starts and tests) and
+`render(state) -> str` (for logs).
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, Callable, ClassVar
+
+import jax
+
+from jarl.envs.codec import Codec, Tokens
+from jarl.tokenizer import ByteTokenizer, Tokenizer
+
+INFO_KEYS = ("valid_action", "success")
+
+
+class TextEnv(abc.ABC):
+  """Base class: subclasses set the static sizes in __init__ and implement reset/step."""
+
+  name: ClassVar[str] = ""
+  #: Task description shown once before the first observation (the agent template uses it).
+  instructions: str = ""
+  #: Inclusive bounds of the per-step reward, for checks and normalisation.
+  reward_range: tuple[float, float] = (0.0, 1.0)
+  #: True if step() takes the turn's PLAN segment as `plan=Tokens`.
+  reads_plan: ClassVar[bool] = False
+
+  def __init__(self, codec: Codec, *, obs_len: int, action_len: int, max_turns: int):
+    self.codec = codec
+    self.obs_len = obs_len
+    self.action_len = action_len
+    self.max_turns = max_turns
+
+  @abc.abstractmethod
+  def reset(self, key: jax.Array) -> tuple[Any, Tokens]:
+    """A new task from the key: (state, first observation)."""
+
+  @abc.abstractmethod
+  def step(self, state: Any, action: Tokens, key: jax.Array):
+    """(state, obs, reward f32, terminated bool, truncated bool, info dict)."""
+
+  @abc.abstractmethod
+  def expert_action(self, state: Any) -> str:
+    """Host side: a solver's next action text for one unbatched state."""
+
+  @abc.abstractmethod
+  def render(self, state: Any) -> str:
+    """Host side: a human-readable picture of one unbatched state."""
+
+  def action_tokens(self, text: str) -> Tokens:
+    """Host side: an action string as a padded Tokens buffer of size action_len."""
+    return self.codec.tokens(text, self.action_len)
+
+  def expert_episode(self, key: jax.Array) -> list[dict]:
+    """Host side: one full expert episode as a list of turns.
+
+    Each turn is {"obs": Tokens, "obs_text", "action_text", "reward", "terminated",
+    "truncated", "info"}; the obs Tokens are exactly what the env emits in the graph.
+    """
+    reset, step = jax.jit(self.reset), jax.jit(self.step)
+    key, reset_key = jax.random.split(key)
+    state, obs = reset(reset_key)
+    turns = []
+    for _ in range(self.max_turns):
+      action_text = self.expert_action(jax.device_get(state))
+      key, step_key = jax.random.split(key)
+      state, next_obs, reward, terminated, truncated, info = step(state, self.action_tokens(action_text), step_key)
+      turns.append(dict(obs=obs, obs_text=self.codec.text(obs), action_text=action_text,
+                        reward=float(reward), terminated=bool(terminated), truncated=bool(truncated),
+                        info=jax.device_get(info)))
+      obs = next_obs
+      if terminated or truncated:
+        break
+    return turns
+
+
+_REGISTRY: dict[str, type[TextEnv]] = {}
+
+
+def register(name: str) -> Callable[[type[TextEnv]], type[TextEnv]]:
+  """Class decorator: `@register("countdown")` makes the env available to `make`."""
+  def add(cls):
+    if name in _REGISTRY:
+      raise ValueError(f"environment {name!r} is already registered by {_REGISTRY[name].__name__}")
+    cls.name = name
+    _REGISTRY[name] = cls
+    return cls
+  return add
+
+
+def registered() -> list[str]:
+  _import_builtin_envs()
+  return sorted(_REGISTRY)
+
+
+def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = None, **kwargs) -> TextEnv:
+  """An environment by name: `make("frozenlake", size=4)`; byte tokenizer by default."""
+  _import_builtin_envs()
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown environment {name!r}; available: {sorted(_REGISTRY)}")
+  if codec is None:
+    codec = Codec.from_tokenizer(tokenizer or ByteTokenizer())
+  return _REGISTRY[name](codec, **kwargs)
+
+
+def _import_builtin_envs() -> None:
+  import jarl.envs  # noqa: F401  (importing the package registers the built-in envs)
+
