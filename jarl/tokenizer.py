@@ -7,19 +7,22 @@
     tok.vocab_size, tok.pad_id, tok.bos_id, tok.eos_id, tok.special_ids
 
 `ByteTokenizer` needs no download: ids 0..255 are bytes, then a few special tokens,
-and the vocabulary is padded to 512 (the `tiny` preset's vocab).
+and the vocabulary is padded to 512 (the `tiny` preset's vocab). `HFTokenizer` wraps a
+transformers tokenizer (directory or hub id); `load_tokenizer("byte" | path)` picks one.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Protocol, Sequence
 
 
 class Tokenizer(Protocol):
   vocab_size: int
   pad_id: int
-  bos_id: int
+  bos_id: int | None
   eos_id: int
   special_ids: frozenset[int]
 
@@ -73,3 +76,81 @@ class ByteTokenizer:
   def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+
+def _byte_level_alphabet() -> dict[str, int]:
+  """GPT-2's byte-level BPE alphabet (`bytes_to_unicode`), inverted: character -> byte."""
+  printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+  shifted = [b for b in range(256) if b not in printable]
+  return {**{chr(b): b for b in printable}, **{chr(256 + i): b for i, b in enumerate(shifted)}}
+
+
+BYTE_LEVEL = _byte_level_alphabet()
+BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def _decoder_types(decoder: dict | None) -> set[str]:
+  """Types of a tokenizer.json decoder, looking inside Sequence decoders."""
+  if not decoder:
+    return set()
+  return {decoder["type"]}.union(*(_decoder_types(d) for d in decoder.get("decoders", [])))
+
+
+class HFTokenizer:
+  """A transformers tokenizer behind the same interface as ByteTokenizer.
+
+  `token_bytes` undoes the vocabulary's spelling of bytes: byte-level BPE (GPT-2's printable
+  alphabet, as Qwen and Llama 3 use) or sentencepiece style (`▁` for a space, `<0xNN>`
+  byte-fallback pieces). Added and special tokens stand for their text.
+  """
+
+  def __init__(self, name_or_path: str | Path):
+    from transformers import AutoTokenizer  # imported here: ByteTokenizer users never pay for it
+
+    self.name = str(name_or_path)
+    self.tok = AutoTokenizer.from_pretrained(self.name)
+    if self.tok.eos_token_id is None:
+      raise ValueError(f"tokenizer {self.name} has no eos token")
+    self.vocab_size = len(self.tok)
+    self.eos_id, self.bos_id = self.tok.eos_token_id, self.tok.bos_token_id
+    self.pad_id = self.eos_id if self.tok.pad_token_id is None else self.tok.pad_token_id
+    added = self.tok.added_tokens_decoder
+    self.special_ids = frozenset(self.tok.all_special_ids) | {i for i, t in added.items() if t.special}
+    self._added_bytes = {i: t.content.encode() for i, t in added.items()}
+    decoder = json.loads(self.tok.backend_tokenizer.to_str()).get("decoder")
+    self._byte_level = "ByteLevel" in _decoder_types(decoder)
+
+  def encode(self, text: str, add_bos: bool = False) -> list[int]:
+    if add_bos and self.bos_id is None:
+      raise ValueError(f"tokenizer {self.name} has no bos token; call encode with add_bos=False")
+    return ([self.bos_id] if add_bos else []) + self.tok.encode(text, add_special_tokens=False)
+
+  def decode(self, ids: Sequence[int], skip_special: bool = True) -> str:
+    return self.tok.decode(list(map(int, ids)), skip_special_tokens=skip_special,
+                           clean_up_tokenization_spaces=False)
+
+  def token_bytes(self, token_id: int) -> bytes:
+    token_id = int(token_id)
+    if not 0 <= token_id < self.vocab_size:
+      raise ValueError(f"token id {token_id} is outside the vocabulary [0, {self.vocab_size})")
+    if token_id in self._added_bytes:
+      return self._added_bytes[token_id]
+    piece = self.tok.convert_ids_to_tokens(token_id)
+    if piece is None:
+      return b""  # an id the vocabulary skips
+    if self._byte_level:
+      return bytes(BYTE_LEVEL[c] for c in piece)
+    if m := BYTE_FALLBACK.fullmatch(piece):
+      return bytes([int(m[1], 16)])
+    return piece.replace("▁", " ").encode()
+
+  def apply_chat_template(self, messages: Sequence[dict], add_generation_prompt: bool = True) -> str:
+    if not self.tok.chat_template:
+      raise ValueError(f"tokenizer {self.name} has no chat template")
+    return self.tok.apply_chat_template(list(messages), tokenize=False,
+                                        add_generation_prompt=add_generation_prompt)
+
+
+def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
+  """The built-in ByteTokenizer for "byte", else a transformers tokenizer (directory or hub id)."""
+  return ByteTokenizer() if str(name_or_path) == "byte" else HFTokenizer(name_or_path)

@@ -17,7 +17,7 @@ import dataclasses
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
@@ -44,9 +44,10 @@ class LM:
   axes: Any
   mesh: Mesh | None = None
 
-  def apply(self, params, *args, **kwargs):
-    """Pure: the module's forward as a function of the params pytree."""
-    return nnx.merge(self.graphdef, params)(*args, **kwargs)
+  def apply(self, params, *args, method: str | None = None, **kwargs):
+    """Pure: the module's forward (or another method, e.g. "hidden") over the params pytree."""
+    module = nnx.merge(self.graphdef, params)
+    return (module if method is None else getattr(module, method))(*args, **kwargs)
 
   def replace(self, **changes) -> "LM":
     return dataclasses.replace(self, **changes)
@@ -118,11 +119,10 @@ def from_params(cfg: ModelConfig, params: Any, *, mesh: Mesh | None = None, kind
     if tuple(got[path].shape) != tuple(want.shape):
       raise ValueError(f"parameter {sharding.path_name(path)}: shape {tuple(got[path].shape)}, "
                        f"expected {tuple(want.shape)}")
-  params = jax.tree.map(lambda x, s: jnp.asarray(x, s.dtype), params, shapes)
-  lm = LM(cfg, kind, graphdef, params, axes, mesh)
-  if mesh is not None:
-    lm = lm.replace(params=jax.device_put(params, lm.param_shardings(mesh)))
-  return lm
+  host = jax.tree.map(lambda x, s: np.asarray(x, s.dtype), params, shapes)
+  lm = LM(cfg, kind, graphdef, host, axes, mesh)
+  # straight from host memory to each device's shard: no full copy on one device first
+  return lm.replace(params=jax.device_put(host, None if mesh is None else lm.param_shardings(mesh)))
 
 
 def with_value_head(lm: LM, seed: int | jax.Array = 0) -> LM:
