@@ -25,6 +25,7 @@ action for one unbatched state, for supervised warm starts and tests) and
 from __future__ import annotations
 
 import abc
+import functools
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -72,23 +73,43 @@ class TextEnv(abc.ABC):
     """Host side: an action string as a padded Tokens buffer of size action_len."""
     return self.codec.tokens(text, self.action_len)
 
+  @functools.cached_property
+  def _jitted(self):
+    """reset and step compiled once per env instance (host-side helpers call them often)."""
+    return jax.jit(self.reset), jax.jit(self.step)
+
+  def expert_plan(self, state: Any) -> str | None:
+    """Host side: the expert's PLAN text for one state, for envs that read plans (None: none)."""
+    return None
+
+  def plan_tokens(self, text: str) -> Tokens:
+    """Host side: a PLAN string as the Tokens buffer `step(..., plan=)` expects."""
+    return self.codec.tokens(text, max(1, len(self.codec.encode(text))))
+
   def expert_episode(self, key: jax.Array) -> list[dict]:
     """Host side: one full expert episode as a list of turns.
 
     Each turn is {"obs": Tokens, "obs_text", "action_text", "reward", "terminated",
-    "truncated", "info"}; the obs Tokens are exactly what the env emits in the graph.
+    "truncated", "info"}, plus "plan_text" when the env reads plans and has an expert
+    planner; the obs Tokens are exactly what the env emits in the graph.
     """
-    reset, step = jax.jit(self.reset), jax.jit(self.step)
+    reset, step = self._jitted
     key, reset_key = jax.random.split(key)
     state, obs = reset(reset_key)
     turns = []
     for _ in range(self.max_turns):
-      action_text = self.expert_action(jax.device_get(state))
+      host = jax.device_get(state)
+      action_text = self.expert_action(host)
+      plan_text = self.expert_plan(host) if self.reads_plan else None
+      plan = () if plan_text is None else (self.plan_tokens(plan_text),)
       key, step_key = jax.random.split(key)
-      state, next_obs, reward, terminated, truncated, info = step(state, self.action_tokens(action_text), step_key)
+      state, next_obs, reward, terminated, truncated, info = step(state, self.action_tokens(action_text), step_key,
+                                                                  *plan)
       turns.append(dict(obs=obs, obs_text=self.codec.text(obs), action_text=action_text,
                         reward=float(reward), terminated=bool(terminated), truncated=bool(truncated),
                         info=jax.device_get(info)))
+      if plan_text is not None:
+        turns[-1]["plan_text"] = plan_text
       obs = next_obs
       if terminated or truncated:
         break

@@ -7,7 +7,7 @@ gives them:
               `text(tokens)`;
   in graph    `to_bytes(tokens, max_bytes)` (token ids -> byte string), `concat(pieces,
               size)` (join variable-length token pieces), `select(table, index)`,
-              `number(n, max_digits)` (a non-negative int as digit tokens).
+              `number(n, max_digits)` (a non-negative int as digit tokens), `show_if`.
 Rendered observations need not match how the tokenizer would split the same text:
 they are forced tokens, and their bytes are exact.
 """
@@ -141,9 +141,10 @@ class Codec:
     digits = (n // powers) % 10
     n_digits = jnp.clip(jnp.sum(n >= powers), 1, max_digits)  # at least "0"
     first = max_digits - n_digits
-    pieces = [self._pad_if(self.select(self._digits, digits[i]), i >= first) for i in range(max_digits)]
+    pieces = [self.show_if(self.select(self._digits, digits[i]), i >= first) for i in range(max_digits)]
     return self.concat(pieces, max_digits * self._digits.size)
 
   @staticmethod
-  def _pad_if(piece: Tokens, keep: Array) -> Tokens:
+  def show_if(piece: Tokens, keep: Array) -> Tokens:
+    """The piece where `keep` holds, else an empty one (for optional parts of a rendering)."""
     return Tokens(piece.ids, jnp.where(keep, piece.length, 0))

@@ -91,3 +91,35 @@ def parse_ints(bytes_N: Array, n: Array, max_count: int, max_digits: int = 9) ->
   digit_ext = jnp.concatenate([digit_N, jnp.zeros((1,), bool)])
   (_, _, _, count, values, ok), _ = jax.lax.scan(scan, init, (bytes_ext, digit_ext))
   return values, jnp.minimum(count, max_count), ok
+
+
+def find(bytes_N: Array, n: Array, word: str) -> Array:
+  """Index of the first occurrence of `word`'s exact bytes in the live text; -1 if absent."""
+  w = np.frombuffer(word.encode("utf-8"), np.uint8)
+  N, L = bytes_N.shape[-1], len(w)
+  window_NxL = jnp.take(bytes_N, jnp.clip(jnp.arange(N)[:, None] + jnp.arange(L)[None, :], 0, N - 1))
+  hit_N = jnp.all(window_NxL == jnp.asarray(w), axis=1) & (jnp.arange(N) + L <= n)
+  return jnp.where(hit_N.any(), jnp.argmax(hit_N), -1).astype(jnp.int32)
+
+
+def match_words(bytes_N: Array, n: Array, table_CxL: Array, lens_C: Array,
+                max_words: int) -> tuple[Array, Array, Array]:
+  """Words split by whitespace or commas, each matched case-insensitively against the choices.
+
+  Returns (choice [max_words] int32, -1 past the last word or where no choice matches;
+  count of words, at most max_words; ok: 1..max_words words and every one matches).
+  """
+  N, L = bytes_N.shape[-1], table_CxL.shape[1]
+  solid_N = live(bytes_N, n) & ~is_space(bytes_N) & (bytes_N != ord(","))
+  start_N = solid_N & ~jnp.concatenate([jnp.zeros((1,), bool), solid_N[:-1]])
+  word_N = jnp.cumsum(start_N) - 1  # which word each solid byte belongs to
+  count = start_N.sum()
+  in_word_WxN = solid_N[None, :] & (word_N[None, :] == jnp.arange(max_words)[:, None])
+  len_W, start_W = in_word_WxN.sum(1), jnp.argmax(in_word_WxN, axis=1)
+  window_WxL = jnp.take(lower(bytes_N), jnp.clip(start_W[:, None] + jnp.arange(L)[None, :], 0, N - 1))
+  in_choice_CxL = jnp.arange(L)[None, :] < lens_C[:, None]
+  same_WxC = jnp.all(jnp.where(in_choice_CxL[None], window_WxL[:, None, :] == lower(table_CxL)[None], True), axis=2)
+  same_WxC &= lens_C[None, :] == len_W[:, None]
+  choice_W = jnp.where(same_WxC.any(1) & (len_W > 0), jnp.argmax(same_WxC, axis=1), -1).astype(jnp.int32)
+  ok = (count >= 1) & (count <= max_words) & jnp.all((choice_W >= 0) | (len_W == 0))
+  return choice_W, jnp.minimum(count, max_words).astype(jnp.int32), ok

@@ -1,0 +1,125 @@
+"""FrozenLake: walk across a frozen lake from S to G without falling into a hole.
+
+Board (made in the graph from the key, `size` x `size`): start S and goal G are distinct
+random cells at least `size - 1` steps apart; a random monotone path from S to G (its
+vertical and horizontal steps shuffled) is kept frozen, and every other cell is a hole H
+with probability `hole_prob`. So every board has a path from S to G, with no rejection loop.
+
+    obs      FFFF      rows of S start, G goal, H hole, F frozen, P player (on S at first),
+             FFHF      joined by newlines: "FFFF\nFFHF\nHFFF\nPFFG"
+             HFFF
+             PFFG
+    action   "right"   (up/down/left/right or u/d/l/r, any case, surrounding whitespace ok)
+
+A move off the board leaves the player in place (still a valid action). With
+`slippery=True` the ice sends the player to one of the two perpendicular directions
+(each half the time) with probability `slip_prob` (Gym's slippery lake: 2/3).
+
+Reward: 1 on reaching G (terminated, success); stepping into a hole terminates with reward 0,
+success False and info["cost"] = 1.0 (0.0 on every other step, for constrained RL). Otherwise
+truncated after `max_turns`.
+
+Sizes (kwargs): size=4, hole_prob=0.25, max_turns=2 * size * size (32), action_len=8;
+obs_len = size * (size + 1) - 1 (19 with the defaults). The host expert walks a BFS
+shortest path around the holes.
+"""
+
+from __future__ import annotations
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jarl.envs import grid
+from jarl.envs.base import TextEnv, register
+from jarl.envs.codec import Codec, Tokens
+
+Array = jax.Array
+
+FROZEN, HOLE, START, GOAL, PLAYER = range(5)
+CHARS = "FHSGP"
+
+
+@flax.struct.dataclass
+class LakeState:
+  holes_HxW: Array  # bool
+  start: Array  # int32 [2]
+  goal: Array  # int32 [2]
+  pos: Array  # int32 [2]
+  turn: Array  # int32, turns taken
+
+
+def monotone_path(u_K: Array, start: Array, goal: Array, size: int) -> Array:
+  """bool [size, size]: the cells of a random shortest (monotone) path from start to goal.
+
+  u_K: K = 2 * (size - 1) uniforms that shuffle the order of the vertical and horizontal steps.
+  """
+  K = 2 * (size - 1)
+  n_vert, n_horiz = jnp.abs(goal - start)
+  k = jnp.arange(K)
+  # Shuffle the first n_vert + n_horiz slots (n_vert vertical steps first); the rest stay still.
+  order = jnp.argsort(jnp.where(k < n_vert + n_horiz, u_K, 1.0 + k))
+  vertical_K = (k < n_vert)[order]
+  moving_K = k < n_vert + n_horiz
+  sign = jnp.sign(goal - start)
+  steps_Kx2 = jnp.stack([vertical_K * sign[0], ~vertical_K * sign[1]], 1) * moving_K[:, None]
+  cells_Kx2 = start + jnp.cumsum(steps_Kx2, axis=0)
+  path = jnp.zeros((size, size), bool).at[start[0], start[1]].set(True)
+  return path.at[cells_Kx2[:, 0], cells_Kx2[:, 1]].set(True)
+
+
+@register("frozenlake")
+class FrozenLake(TextEnv):
+  instructions = "Walk from S to G without falling into a hole H; you are P. Answer with one move: up, down, left, right."
+
+  def __init__(self, codec: Codec, size: int = 4, hole_prob: float = 0.25, slippery: bool = False,
+               slip_prob: float = 2 / 3, max_turns: int | None = None, action_len: int = 8):
+    if size < 2:
+      raise ValueError(f"size must be >= 2, got {size}")
+    self.size, self.hole_prob = size, float(hole_prob)
+    self.slippery, self.slip_prob = bool(slippery), float(slip_prob)
+    self.chars = grid.char_table(codec, CHARS)
+    self.moves = grid.move_table()
+    super().__init__(codec, obs_len=grid.render_size(self.chars, (size, size)), action_len=action_len,
+                     max_turns=2 * size * size if max_turns is None else max_turns)
+
+  def reset(self, key: Array) -> tuple[LakeState, Tokens]:
+    n = self.size
+    u_4xN = jax.random.uniform(key, (4, n * n))  # start, goal, path order, holes
+    start = grid.cell(jnp.argmax(u_4xN[0]), n)
+    rows, cols = jnp.divmod(jnp.arange(n * n), n)
+    far = jnp.abs(rows - start[0]) + jnp.abs(cols - start[1]) >= n - 1
+    goal = grid.cell(grid.pick(u_4xN[1], far, 1)[0], n)
+    path = monotone_path(u_4xN[2, :2 * (n - 1)], start, goal, n)
+    holes = (u_4xN[3] < self.hole_prob).reshape(n, n) & ~path
+    state = LakeState(holes, start, goal, start, jnp.int32(0))
+    return state, self._obs(state)
+
+  def step(self, state: LakeState, action: Tokens, key: Array):
+    direction = grid.parse_move(self.codec, action, self.moves)
+    valid = direction >= 0
+    if self.slippery:
+      u_2 = jax.random.uniform(key, (2,))
+      side = jnp.where(direction < 2, 2, 0) + (u_2[1] < 0.5)
+      direction = jnp.where(u_2[0] < self.slip_prob, side, direction)
+    nxt = grid.shift(state.pos, jnp.maximum(direction, 0))
+    pos = jnp.where(valid & grid.inside(nxt, (self.size, self.size)), nxt, state.pos)
+    hole, goal = grid.at(state.holes_HxW, pos), jnp.all(pos == state.goal)
+    terminated = hole | goal
+    state = state.replace(pos=pos, turn=state.turn + 1)
+    info = dict(valid_action=valid, success=goal, cost=hole.astype(jnp.float32))
+    truncated = ~terminated & (state.turn >= self.max_turns)
+    return state, self._obs(state), goal.astype(jnp.float32), terminated, truncated, info
+
+  def _obs(self, state: LakeState) -> Tokens:
+    codes = jnp.where(state.holes_HxW, HOLE, FROZEN)
+    codes = codes.at[state.start[0], state.start[1]].set(START).at[state.goal[0], state.goal[1]].set(GOAL)
+    return grid.render(self.codec, self.chars, codes.at[state.pos[0], state.pos[1]].set(PLAYER))
+
+  def expert_action(self, state: LakeState) -> str:
+    path = grid.shortest_path(~np.asarray(state.holes_HxW), state.pos, state.goal)
+    return grid.DIRECTIONS[path[0] if path else 0]
+
+  def render(self, state: LakeState) -> str:
+    return f"{self.codec.text(self._obs(state))}\n(turn {int(state.turn)}/{self.max_turns})"

@@ -1,0 +1,131 @@
+"""FrozenLake: contract, expert, solvable boards, hand-built outcomes, obs text, vmap."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from env_checks import check_contract, check_expert_solves, check_jit_matches_eager
+
+import jarl.envs
+from jarl.envs import frozenlake, grid
+
+ENV = jarl.envs.make("frozenlake")
+RESET, STEP = jax.jit(ENV.reset), jax.jit(ENV.step)  # compiled once for the whole file
+VRESET, VSTEP = jax.jit(jax.vmap(ENV.reset)), jax.jit(jax.vmap(ENV.step))
+B = 16  # every batch has this size, so the vmapped functions compile once
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compile_once():
+  """Compile reset and step first through the module's jit wrappers: JAX caches compilations by
+  function, so the shared checks' own jax.jit(ENV.step) then reuse them while these stay alive."""
+  _step(RESET(jax.random.key(0))[0], "up")
+
+
+def _state(holes, start, goal, pos=None):
+  """A hand-built board from row strings of '.' and 'H'."""
+  holes = jnp.asarray([[c == "H" for c in row] for row in holes])
+  start, goal = jnp.asarray(start, jnp.int32), jnp.asarray(goal, jnp.int32)
+  return frozenlake.LakeState(holes, start, goal, start if pos is None else jnp.asarray(pos, jnp.int32), jnp.int32(0))
+
+
+def _stack(trees):
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _step(state, text):
+  return STEP(state, ENV.action_tokens(text), jax.random.key(0))
+
+
+def test_contract():
+  check_contract(ENV)
+
+
+def test_expert_solves():
+  check_expert_solves(ENV, n_episodes=2)
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_expert_solves_many_boards(seed):
+  states, _ = VRESET(jax.random.split(jax.random.key(seed), B))
+  solved = np.zeros(B, bool)
+  for _ in range(2 * (ENV.size - 1)):  # the longest shortest path
+    host = jax.device_get(states)
+    actions = _stack([ENV.action_tokens(ENV.expert_action(jax.tree.map(lambda x: x[i], host))) for i in range(B)])
+    states, _, _, _, _, info = VSTEP(states, actions, jax.random.split(jax.random.key(0), B))
+    assert np.asarray(info["valid_action"]).all() and not np.asarray(info["cost"])[~solved].any()
+    solved |= np.asarray(info["success"])
+  assert solved.all()
+
+
+def test_jit_matches_eager():
+  check_jit_matches_eager(ENV)
+
+
+@pytest.mark.parametrize("size", [4, 7])
+def test_boards_always_have_a_path(size):
+  env = ENV if size == 4 else jarl.envs.make("frozenlake", size=size, hole_prob=0.6)
+  reset = VRESET if size == 4 else jax.jit(jax.vmap(env.reset))
+  holes_fraction = []
+  for seed in range(10):
+    states = jax.device_get(reset(jax.random.split(jax.random.key(seed), B))[0])
+    for holes, start, goal in zip(states.holes_HxW, states.start, states.goal):
+      assert not holes[tuple(start)] and not holes[tuple(goal)]
+      assert np.abs(goal - start).sum() >= size - 1
+      assert grid.bfs(~holes, start)[tuple(goal)] == np.abs(goal - start).sum()  # the monotone path is free
+      holes_fraction.append(holes.mean())
+  assert 0.3 * env.hole_prob < np.mean(holes_fraction) < env.hole_prob  # cells off the path are holes that often
+
+
+def test_obs_text_and_moves():
+  state = _state(["....", ".H..", "...H", "...."], start=(0, 0), goal=(3, 3))
+  assert ENV.codec.text(ENV._obs(state)) == "PFFF\nFHFF\nFFFH\nFFFG"
+  state, obs, reward, terminated, truncated, info = _step(state, "  Right\n")
+  assert ENV.codec.text(obs) == "SPFF\nFHFF\nFFFH\nFFFG" and bool(info["valid_action"])
+  assert float(reward) == 0 and not terminated and not truncated and float(info["cost"]) == 0
+  state, obs, *_, info = _step(state, "u")  # off the board: stays, still valid
+  assert ENV.codec.text(obs) == "SPFF\nFHFF\nFFFH\nFFFG" and bool(info["valid_action"])
+  state, obs, *_, info = _step(state, "jump")
+  assert ENV.codec.text(obs) == "SPFF\nFHFF\nFFFH\nFFFG" and not bool(info["valid_action"])
+  assert int(state.turn) == 3
+
+
+def test_hole_terminates_with_cost():
+  state = _state(["....", ".H..", "....", "...."], start=(0, 1), goal=(3, 3))
+  _, obs, reward, terminated, truncated, info = _step(state, "down")
+  assert bool(terminated) and not bool(truncated) and float(reward) == 0
+  assert float(info["cost"]) == 1.0 and info["cost"].dtype == jnp.float32 and not bool(info["success"])
+  assert ENV.codec.text(obs) == "FSFF\nFPFF\nFFFF\nFFFG"
+
+
+def test_goal_pays_one_and_turn_limit_truncates():
+  state = _state(["....", "....", "....", "...."], start=(3, 2), goal=(3, 3))
+  _, _, reward, terminated, truncated, info = _step(state, "RIGHT")
+  assert float(reward) == 1 and bool(terminated) and not bool(truncated) and bool(info["success"])
+  _, _, reward, terminated, truncated, _ = _step(state.replace(turn=jnp.int32(ENV.max_turns - 2)), "left")
+  assert not bool(truncated)
+  _, _, reward, terminated, truncated, _ = _step(state.replace(turn=jnp.int32(ENV.max_turns - 1)), "left")
+  assert float(reward) == 0 and not bool(terminated) and bool(truncated)
+  _, _, _, terminated, truncated, _ = _step(state.replace(turn=jnp.int32(ENV.max_turns - 1)), "right")
+  assert bool(terminated) and not bool(truncated)  # reaching the goal on the last turn is not truncation
+
+
+def test_slippery_goes_sideways():
+  env = jarl.envs.make("frozenlake", slippery=True, slip_prob=1.0)
+  state = _state(["....", "....", "....", "...."], start=(1, 1), goal=(3, 3))
+  step = jax.jit(jax.vmap(env.step, in_axes=(None, None, 0)))
+  ends = step(state, env.action_tokens("down"), jax.random.split(jax.random.key(0), B))[0].pos
+  assert {tuple(p) for p in np.asarray(ends).tolist()} == {(1, 0), (1, 2)}
+
+
+def test_vmap_matches_single():
+  keys = jax.random.split(jax.random.key(5), B)
+  states, obs = VRESET(keys)
+  actions = _stack([ENV.action_tokens(t) for t in ["up", "down", "l", "x"] * (B // 4)])
+  batched = VSTEP(states, actions, keys)
+  for i in range(4):
+    state, o = RESET(keys[i])
+    np.testing.assert_array_equal(o.ids, obs.ids[i])
+    single = STEP(state, jax.tree.map(lambda x: x[i], actions), keys[i])
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[i])
