@@ -1,0 +1,171 @@
+"""The turn schema: segments, static token budgets, templates and verdict gating.
+
+One turn of an episode is a fixed list of segments, each switched on by config:
+
+    [PROMPT: instructions + first observation]           (forced, once)
+    PLAN (policy) | ACT (policy) | CRITIQUE (policy) VERDICT (one policy token)
+    | REVISE (policy, only if the verdict says revise) | FEEDBACK (forced: env's next obs)
+
+Every policy segment opens with a forced header from the templates (e.g. "plan: ")
+and is sampled for at most its budget of tokens, ending early at the stop token
+(a newline by default, included in the segment). The verdict is one token sampled
+from the two verdict tokens only. The action sent to the environment is the REVISE
+text when the verdict is "revise", else the ACT text.
+
+`Layout` turns an AgentConfig and an env into static slot counts: every row of a
+rollout batch uses the same slots (idle slots are marked invalid), so the rollout
+buffers are [B, T] with T = layout.total_len and one shared KV-cache cursor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jarl.envs.base import TextEnv
+from jarl.envs.codec import Tokens
+
+
+class Segment(enum.IntEnum):
+  """segment_id values in rollout buffers (0 marks idle / padding slots)."""
+  IDLE = 0
+  PROMPT = 1
+  PLAN = 2
+  ACT = 3
+  CRITIQUE = 4
+  VERDICT = 5
+  REVISE = 6
+  FEEDBACK = 7
+
+
+POLICY_SEGMENTS = (Segment.PLAN, Segment.ACT, Segment.CRITIQUE, Segment.VERDICT, Segment.REVISE)
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+  """Which segments run, their token budgets and the template strings.
+
+  A budget of 0 switches a segment off. `act_budget=None` uses the env's action_len
+  + 1 (room for the stop token). REVISE and VERDICT run exactly when CRITIQUE does.
+  """
+  plan_budget: int = 0
+  act_budget: int | None = None
+  critique_budget: int = 0
+  revise_budget: int | None = None  # None: same as the ACT budget
+  system: str = "{instructions}\n"
+  plan_header: str = "plan: "
+  act_header: str = "act: "
+  critique_header: str = "check: "
+  verdict_header: str = "ok? "
+  verdict_accept: str = "y"
+  verdict_revise: str = "n"
+  revise_header: str = "revise: "
+  feedback_header: str = ""
+  stop: str = "\n"
+
+  def __post_init__(self):
+    for name in ("plan_budget", "critique_budget"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"AgentConfig.{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("act_budget", "revise_budget"):
+      if getattr(self, name) is not None and getattr(self, name) < 1:
+        raise ValueError(f"AgentConfig.{name} must be >= 1 or None, got {getattr(self, name)}")
+    if "{instructions}" not in self.system:
+      raise ValueError("AgentConfig.system must contain '{instructions}'")
+
+  @property
+  def critique(self) -> bool:
+    return self.critique_budget > 0
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Layout:
+  """Static slot plan of a rollout for one (AgentConfig, env, codec)."""
+  agent: AgentConfig
+  env: TextEnv
+  headers: dict  # Segment -> Tokens (forced header of each segment that is on)
+  budgets: dict  # Segment -> int sampled slots (policy segments that are on)
+  system: Tokens  # instructions, forced once before the first observation
+  feedback_header: Tokens  # forced before every observation
+  stop_id: int
+  verdict_ids: tuple[int, int]  # (accept, revise)
+  prompt_len: int  # slots of the PROMPT phase
+  feedback_len: int  # slots of the FEEDBACK phase
+  turn_len: int  # slots of one turn (policy segments + feedback)
+
+  @property
+  def total_len(self) -> int:
+    return self.prompt_len + self.env.max_turns * self.turn_len
+
+  @property
+  def segments(self) -> tuple[Segment, ...]:
+    return tuple(s for s in POLICY_SEGMENTS if s in self.budgets)
+
+
+def _single_token(codec, text: str, what: str) -> int:
+  ids = codec.encode(text)
+  if len(ids) != 1:
+    raise ValueError(f"AgentConfig.{what}={text!r} must be exactly one token, got {len(ids)}: {ids.tolist()}")
+  return int(ids[0])
+
+
+def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
+  codec = env.codec
+  act = agent.act_budget or env.action_len + 1
+  budgets = {Segment.ACT: act}
+  header_text = {Segment.ACT: agent.act_header}
+  if agent.plan_budget:
+    budgets[Segment.PLAN], header_text[Segment.PLAN] = agent.plan_budget, agent.plan_header
+  if agent.critique:
+    budgets[Segment.CRITIQUE], header_text[Segment.CRITIQUE] = agent.critique_budget, agent.critique_header
+    budgets[Segment.VERDICT], header_text[Segment.VERDICT] = 1, agent.verdict_header
+    budgets[Segment.REVISE], header_text[Segment.REVISE] = agent.revise_budget or act, agent.revise_header
+  headers = {s: _fixed(codec.encode(t)) for s, t in header_text.items()}
+  if budgets[Segment.ACT] > env.action_len + 1 or budgets.get(Segment.REVISE, 1) > env.action_len + 1:
+    raise ValueError(f"ACT/REVISE budgets must be <= env.action_len + 1 = {env.action_len + 1}")
+  system = _fixed(codec.encode(agent.system.format(instructions=env.instructions)))
+  feedback_header = _fixed(codec.encode(agent.feedback_header))
+  feedback_len = feedback_header.size + env.obs_len
+  turn_len = sum(int(headers[s].size) + budgets[s] for s in budgets) + feedback_len
+  verdict_ids = (_single_token(codec, agent.verdict_accept, "verdict_accept"),
+                 _single_token(codec, agent.verdict_revise, "verdict_revise"))
+  if verdict_ids[0] == verdict_ids[1]:
+    raise ValueError("verdict_accept and verdict_revise must be different tokens")
+  return Layout(agent, env, headers, budgets, system, feedback_header,
+                _single_token(codec, agent.stop, "stop"), verdict_ids,
+                prompt_len=system.size + feedback_len, feedback_len=feedback_len, turn_len=turn_len)
+
+
+def _fixed(ids: np.ndarray) -> Tokens:
+  """Host ids as an unbatched Tokens buffer of exactly their length (at least 1 slot)."""
+  buf = np.zeros((max(1, len(ids)),), np.int32)
+  buf[:len(ids)] = ids
+  return Tokens(jnp.asarray(buf), jnp.asarray(len(ids), jnp.int32))
+
+
+def render_episode(traj, row: int, codec) -> str:
+  """Host side: one row of a Trajectory as text, each segment tagged, e.g. `[act] 7⏎`."""
+  tokens, valid, segment = (jax.device_get(x[row]) for x in (traj.tokens, traj.valid, traj.segment))
+  lines, current, ids = [], None, []
+
+  def flush():
+    if ids:
+      text = b"".join(codec.tokenizer.token_bytes(int(i)) for i in ids).decode("utf-8", "replace")
+      lines.append(f"[{Segment(current).name.lower()}] {text.replace(chr(10), '⏎')}")
+
+  for tok, ok, seg in zip(tokens, valid, segment):
+    if not ok:
+      continue
+    if seg != current:
+      flush()
+      current, ids = seg, []
+    ids.append(tok)
+  flush()
+  rewards = jax.device_get(traj.turn_reward[row])
+  lines.append(f"rewards per turn: {[round(float(r), 3) for r in rewards]}  "
+               f"success: {bool(jax.device_get(traj.episode['success'][row]))}")
+  return "\n".join(lines)

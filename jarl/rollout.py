@@ -1,0 +1,238 @@
+"""The vectorized multi-turn rollout: B tasks x G samples for up to N turns in ONE jit.
+
+    collect = make_collect(lm, env, AgentConfig(plan_budget=16), n_tasks=8, group_size=4)
+    traj = collect(lm.params, key)          # Trajectory with [B*G, T] slot buffers
+
+Inside the program: reset every env (the G samples of a task share its reset key),
+force the prompt, then `lax.scan` over turns; each turn forces each segment's header
+and samples the segment token by token (`lax.scan` over its budget) through one
+persistent KV cache, steps the env on the parsed action, and forces the env's next
+observation. All rows share one slot cursor: a row that is idle in a slot (its
+segment already stopped, its episode over, or a REVISE it does not need) writes an
+invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
+sampled tokens one slot per step. The slot buffers double as the training batch:
+`replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+from jax.sharding import Mesh
+
+from jarl import sharding
+from jarl.agent import AgentConfig, Layout, Segment, make_layout
+from jarl.envs.base import TextEnv
+from jarl.envs.codec import Tokens
+from jarl.models import KVCache, LM, cache_shardings
+from jarl.sampling import SamplingConfig, sample_tokens
+from jarl.types import Trajectory
+
+Array = jax.Array
+BUFFERS = {"tokens": jnp.int32, "positions": jnp.int32, "valid": jnp.bool_, "segment": jnp.int32,
+           "turn": jnp.int32, "loss_mask": jnp.bool_, "logprob": jnp.float32, "reward": jnp.float32}
+
+
+@flax.struct.dataclass
+class _Carry:
+  cache: KVCache
+  buf: dict  # name -> [B, T]
+  logits_BxV: Array  # next-token logits after each row's last valid slot
+  next_pos_B: Array  # RoPE position of each row's next token
+  last_policy_slot_B: Array  # where this turn's reward goes
+
+
+def _write(c: _Carry, cols: dict) -> dict:
+  """Write [B, K] columns into the slot buffers at the cache cursor (before it advances)."""
+  K = next(iter(cols.values())).shape[1]
+  return {name: jax.lax.dynamic_update_slice(buf, cols.get(name, jnp.zeros((buf.shape[0], K), buf.dtype))
+                                             .astype(buf.dtype), (0, c.cache.index))
+          for name, buf in c.buf.items()}
+
+
+class _Runner:
+  """The pieces of one rollout program, closed over the static layout."""
+
+  def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None):
+    self.lm, self.layout, self.sampling = lm, layout, sampling
+    self.choose = choose or (lambda logits_BxV, key: sample_tokens(logits_BxV, key, sampling)[0])
+    self.pad_id = layout.env.codec.pad_id
+
+  def forced(self, params, c: _Carry, toks: Tokens, segment: Segment, turn, live_B) -> _Carry:
+    """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk."""
+    K = toks.size
+    valid_BxK = (jnp.arange(K)[None, :] < toks.length[:, None]) & live_B[:, None]
+    positions_BxK = jnp.where(valid_BxK, c.next_pos_B[:, None] + jnp.cumsum(valid_BxK, 1) - 1, 0)
+    h_BxKxD, cache = self.lm.apply(params, toks.ids, positions_BxK, c.cache, valid_BxK, method="hidden")
+    n_B = valid_BxK.sum(1)
+    last_h_Bx1xD = jnp.take_along_axis(h_BxKxD, jnp.maximum(n_B - 1, 0)[:, None, None], axis=1)
+    logits_BxV = self.lm.apply(params, last_h_Bx1xD, method="logits")[:, 0]
+    buf = _write(c, dict(tokens=jnp.where(valid_BxK, toks.ids, self.pad_id), positions=positions_BxK,
+                         valid=valid_BxK, segment=jnp.where(valid_BxK, int(segment), 0),
+                         turn=jnp.where(valid_BxK, turn, 0)))
+    return c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + n_B,
+                     logits_BxV=jnp.where((n_B > 0)[:, None], logits_BxV, c.logits_BxV))
+
+  def sampled(self, params, c: _Carry, segment: Segment, turn, live_B, key, allowed=None):
+    """Sample up to the segment's budget, one slot per step; returns (carry, text Tokens [B, budget])."""
+    budget = self.layout.budgets[segment]
+    B = live_B.shape[0]
+
+    def step(carry, key):
+      c, active_B, ids_BxK, n_B = carry
+      logits_BxV = c.logits_BxV
+      if allowed is not None:  # the verdict: only the allowed tokens can be drawn
+        keep_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
+        logits_BxV = jnp.where(keep_V, logits_BxV, -jnp.inf)
+      token_B = jnp.where(active_B, self.choose(logits_BxV, key), self.pad_id)
+      raw_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(c.logits_BxV), token_B[:, None], 1)[:, 0]
+      positions_B = c.next_pos_B
+      logits_Bx1xV, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache,
+                                          active_B[:, None])
+      buf = _write(c, dict(tokens=token_B[:, None], positions=jnp.where(active_B, positions_B, 0)[:, None],
+                           valid=active_B[:, None], segment=jnp.where(active_B, int(segment), 0)[:, None],
+                           turn=jnp.where(active_B, turn, 0)[:, None], loss_mask=active_B[:, None],
+                           logprob=jnp.where(active_B, raw_logprob_B, 0.0)[:, None]))
+      stop_B = token_B == self.layout.stop_id
+      text_B = active_B & ~stop_B
+      ids_BxK = ids_BxK.at[jnp.arange(B), jnp.where(text_B, n_B, budget)].set(token_B, mode="drop")
+      c = c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + active_B,
+                    logits_BxV=jnp.where(active_B[:, None], logits_Bx1xV[:, 0], c.logits_BxV),
+                    last_policy_slot_B=jnp.where(active_B, c.cache.index, c.last_policy_slot_B))
+      return (c, text_B, ids_BxK, n_B + text_B), None
+
+    init = (c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
+    (c, _, ids_BxK, n_B), _ = jax.lax.scan(step, init, jax.random.split(key, budget))
+    return c, Tokens(ids_BxK, n_B)
+
+  def segment(self, params, c, segment, turn, live_B, key, allowed=None):
+    header = self.layout.headers[segment]
+    batched = Tokens(jnp.broadcast_to(header.ids, live_B.shape + header.ids.shape),
+                     jnp.broadcast_to(header.length, live_B.shape))
+    c = self.forced(params, c, batched, segment, turn, live_B)
+    return self.sampled(params, c, segment, turn, live_B, key, allowed)
+
+
+def _fit(toks: Tokens, size: int, pad_id: int) -> Tokens:
+  """Pad or cut a batched Tokens buffer to `size` slots."""
+  K = toks.size
+  ids = toks.ids[:, :size] if K >= size else jnp.pad(toks.ids, ((0, 0), (0, size - K)), constant_values=pad_id)
+  return Tokens(ids, jnp.minimum(toks.length, size))
+
+
+def _join(codec, head: Tokens, body: Tokens, size: int) -> Tokens:
+  """Per row: unbatched `head` then batched `body`, into `size` slots."""
+  return jax.vmap(lambda ids, n: codec.concat([head, Tokens(ids, n)], size))(body.ids, body.length)
+
+
+@functools.lru_cache(maxsize=32)
+def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_size: int = 1,
+                 sampling: SamplingConfig = SamplingConfig(), mesh: Mesh | None = None,
+                 choose: Callable | None = None) -> Callable:
+  """A jitted `collect(params, key) -> Trajectory` for n_tasks x group_size episodes.
+
+  `choose(logits_BxV, key) -> token_B` replaces the sampler (scripted policies, tests).
+  """
+  layout = make_layout(agent, env)
+  runner = _Runner(lm, layout, sampling, choose)
+  B, N, T = n_tasks * group_size, env.max_turns, layout.total_len
+  codec, pad_id = env.codec, env.codec.pad_id
+  revise_on = Segment.REVISE in layout.budgets
+
+  def collect(params, key):
+    key_tasks, key_env, key_turns = jax.random.split(key, 3)
+    state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
+    cache = KVCache.init(lm.config, B, T)
+    if mesh is not None:
+      cache = jax.lax.with_sharding_constraint(cache, cache_shardings(lm.config, mesh, B))
+    buf = {name: jnp.zeros((B, T), dtype) for name, dtype in BUFFERS.items()}
+    c = _Carry(cache, buf, jnp.zeros((B, lm.config.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
+               jnp.zeros((B,), jnp.int32))
+    first = _join(codec, layout.feedback_header, obs, layout.feedback_len)
+    prompt = _join(codec, layout.system, first, layout.prompt_len)
+    c = runner.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
+
+    def turn_fn(carry, xs):
+      c, state, alive_B = carry
+      turn, key = xs
+      keys = dict(zip(("plan", "act", "critique", "verdict", "revise", "env"), jax.random.split(key, 6)))
+      texts, revise_B = {}, jnp.zeros((B,), bool)
+      for seg in layout.segments:
+        live_B = alive_B & revise_B if seg == Segment.REVISE else alive_B
+        allowed = layout.verdict_ids if seg == Segment.VERDICT else None
+        c, texts[seg] = runner.segment(params, c, seg, turn, live_B, keys[seg.name.lower()], allowed)
+        if seg == Segment.VERDICT:
+          revise_B = alive_B & (texts[seg].ids[:, 0] == layout.verdict_ids[1])
+      action = _fit(texts[Segment.ACT], env.action_len, pad_id)
+      if revise_on:
+        revised = _fit(texts[Segment.REVISE], env.action_len, pad_id)
+        action = jax.tree.map(lambda r, a: jnp.where(revise_B.reshape((B,) + (1,) * (a.ndim - 1)), r, a),
+                              revised, action)
+      extra = {"plan": texts[Segment.PLAN]} if env.reads_plan and Segment.PLAN in texts else {}
+      env_keys = jax.random.split(keys["env"], B)
+      new_state, obs, reward_B, term_B, trunc_B, info = jax.vmap(
+          lambda s, a, k, **kw: env.step(s, a, k, **kw))(state, action, env_keys, **extra)
+      state = jax.tree.map(lambda n, o: jnp.where(alive_B.reshape((B,) + (1,) * (n.ndim - 1)), n, o),
+                           new_state, state)
+      reward_B = jnp.where(alive_B, reward_B, 0.0)
+      buf = dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B))
+      c = c.replace(buf=buf)
+      ended_B = alive_B & (term_B | trunc_B)
+      still_B = alive_B & ~ended_B
+      c = runner.forced(params, c, _join(codec, layout.feedback_header, obs, layout.feedback_len),
+                        Segment.FEEDBACK, turn, still_B)
+      verdict_B = jnp.where(alive_B & revise_on, revise_B.astype(jnp.int32), -1)
+      record = dict(reward=reward_B, live=alive_B, terminated=alive_B & term_B, truncated=alive_B & trunc_B,
+                    verdict=verdict_B, info=info)
+      return (c, state, still_B), record
+
+    turns = (jnp.arange(N), jax.random.split(key_turns, N))
+    (c, _, _), rec = jax.lax.scan(turn_fn, (c, state, jnp.ones((B,), bool)), turns)
+    rec = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec)  # [N, B] -> [B, N]
+    live = rec["live"]
+    n_turns = live.sum(1)
+    episode = dict(
+        return_=rec["reward"].sum(1),
+        success=(rec["info"]["success"] & live).any(1),
+        turns=n_turns,
+        valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
+        tokens=c.buf["loss_mask"].sum(1))
+    return Trajectory(**c.buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
+                      truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode)
+
+  if mesh is None:
+    return jax.jit(collect)
+  sharding.check_divisible("rollout batch", (B,), sharding.logical_to_spec(("batch",)), mesh)
+  out = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim),
+                     jax.eval_shape(collect, lm.params, jax.random.key(0)))
+  return jax.jit(collect, in_shardings=(lm.param_shardings(mesh), sharding.replicated(mesh)), out_shardings=out)
+
+
+def replay_logprobs(lm: LM, params, traj: Trajectory) -> Array:
+  """Log-probs [B, T] of every slot's token from ONE full forward (0 where loss_mask is off).
+
+  The token in slot s was sampled from the logits of the row's previous valid slot, so
+  each slot reads the logits of the last valid slot before it.
+  """
+  logits_BxTxV, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid)
+  return gather_logprobs(logits_BxTxV, traj.tokens, traj.valid, traj.loss_mask)
+
+
+def source_slots(valid_BxT: Array) -> Array:
+  """For every slot, the row's last valid slot before it: whose logits predicted its token."""
+  T = valid_BxT.shape[1]
+  slot_BxT = jnp.where(valid_BxT, jnp.arange(T)[None, :], 0)
+  return jnp.pad(jax.lax.cummax(slot_BxT, axis=1)[:, :-1], ((0, 0), (1, 0)))
+
+
+def gather_logprobs(logits_BxTxV: Array, tokens_BxT: Array, valid_BxT: Array, mask_BxT: Array) -> Array:
+  """log p(token at slot s) from the logits of its source slot, where mask is on (0 elsewhere)."""
+  source_BxT = source_slots(valid_BxT)
+  rows_Bx1 = jnp.arange(tokens_BxT.shape[0])[:, None]
+  logit_BxT = logits_BxTxV[rows_Bx1, source_BxT, tokens_BxT]
+  lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)[rows_Bx1, source_BxT]
+  return jnp.where(mask_BxT, logit_BxT - lse_BxT, 0.0)

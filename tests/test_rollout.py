@@ -1,0 +1,136 @@
+"""The in-graph multi-turn rollout: masks, segments, rewards, token-in/token-out, sharding."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jarl import envs, models, sharding
+from jarl.agent import AgentConfig, Segment, make_layout
+from jarl.rollout import make_collect, replay_logprobs
+from jarl.sampling import SamplingConfig
+import env_checks
+import toy_env  # noqa: F401  (registers guess_digit)
+
+CFG = models.ModelConfig(vocab_size=512, d_model=64, n_layers=2, n_heads=8, n_kv_heads=8, head_dim=8, mlp_dim=128)
+ENV = envs.make("guess_digit", max_turns=3)
+SCHEMAS = {
+    "act": AgentConfig(),
+    "plan_act": AgentConfig(plan_budget=5),
+    "act_critique": AgentConfig(critique_budget=4),
+    "all": AgentConfig(plan_budget=4, critique_budget=3, revise_budget=2),
+}
+
+
+@pytest.fixture(scope="module")
+def lm():
+  return models.create(CFG, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trajectories(lm):
+  return {name: make_collect(lm, ENV, agent, n_tasks=4, group_size=2)(lm.params, jax.random.key(1))
+          for name, agent in SCHEMAS.items()}
+
+
+def test_toy_env_contract():
+  env_checks.check_contract(ENV)
+  env_checks.check_expert_solves(ENV)
+
+
+@pytest.mark.parametrize("name", SCHEMAS)
+def test_masks_and_segments(name, trajectories):
+  traj = jax.device_get(trajectories[name])
+  layout = make_layout(SCHEMAS[name], ENV)
+  B, T = traj.tokens.shape
+  assert (B, T) == (8, layout.total_len)
+  seg, valid, loss = traj.segment, traj.valid, traj.loss_mask
+  policy = np.isin(seg, [int(s) for s in layout.segments])
+  # loss only on valid policy-segment slots, and every valid policy slot after its header is sampled
+  assert not (loss & ~valid).any() and not (loss & ~policy).any()
+  assert (seg[~valid] == 0).all()
+  assert (traj.logprob[~loss] == 0).all() and (traj.logprob[loss] < 0).all()
+  on = {s for s in np.unique(seg[valid])}
+  assert on == {int(Segment.PROMPT), int(Segment.FEEDBACK)} | {int(s) for s in layout.segments} - (
+      set() if traj.verdict.max() == 1 else {int(Segment.REVISE)})
+  for b in range(B):
+    for n in range(ENV.max_turns):
+      in_turn = valid[b] & (traj.turn[b] == n)
+      sampled = lambda s: int((loss[b] & in_turn & (seg[b] == s)).sum())
+      if not traj.turn_live[b, n]:
+        assert sampled(Segment.ACT) == 0
+        continue
+      assert 1 <= sampled(Segment.ACT) <= layout.budgets[Segment.ACT]
+      if Segment.PLAN in layout.budgets:
+        assert 1 <= sampled(Segment.PLAN) <= layout.budgets[Segment.PLAN]
+      if Segment.CRITIQUE in layout.budgets:
+        assert sampled(Segment.VERDICT) == 1
+        verdict_token = traj.tokens[b][in_turn & (seg[b] == Segment.VERDICT) & loss[b]][0]
+        assert verdict_token in layout.verdict_ids
+        assert traj.verdict[b, n] == int(verdict_token == layout.verdict_ids[1])
+        assert (sampled(Segment.REVISE) > 0) == (traj.verdict[b, n] == 1)
+      else:
+        assert traj.verdict[b, n] == -1
+  # turns are played in order and stop after the episode ends
+  live = traj.turn_live
+  assert (np.diff(live.astype(int), axis=1) <= 0).all() and live[:, 0].all()
+  ended = traj.terminated | traj.truncated
+  assert (ended.sum(1) == 1).all()
+
+
+@pytest.mark.parametrize("name", ["act", "all"])
+def test_token_in_token_out(name, lm, trajectories):
+  traj = trajectories[name]
+  replayed = jax.jit(lambda p, t: replay_logprobs(lm, p, t))(lm.params, traj)
+  np.testing.assert_allclose(np.asarray(replayed), np.asarray(traj.logprob), atol=1e-4)
+
+
+def test_groups_share_the_task_and_rewards_sit_at_turn_ends(trajectories):
+  traj = jax.device_get(trajectories["plan_act"])
+  first_obs = traj.tokens[:, :make_layout(SCHEMAS["plan_act"], ENV).prompt_len]
+  np.testing.assert_array_equal(first_obs[0::2], first_obs[1::2])
+  np.testing.assert_allclose(traj.reward.sum(1), traj.episode["return_"])
+  at = traj.reward != 0
+  assert traj.loss_mask[at].all()
+
+
+def _choose_digit(digit):
+  """A scripted policy: every sampled token is the digit's byte (ByteTokenizer ids are bytes)."""
+  def choose(logits_BxV, key):
+    del key
+    return jnp.full(logits_BxV.shape[:1], ord(str(digit)), jnp.int32)
+  return choose
+
+
+def test_scripted_policy_steps_the_env_with_the_parsed_action(lm):
+  """Always answering the first task's secret: exactly the episodes with that secret win at turn 0."""
+  key = jax.random.key(3)
+  task_keys = jax.random.split(jax.random.split(key, 3)[0], 16)
+  secrets = np.array([int(ENV.reset(k)[0].secret) for k in task_keys])
+  digit = secrets[0]
+  collect = make_collect(lm, ENV, AgentConfig(act_budget=1), n_tasks=16, group_size=1, choose=_choose_digit(digit))
+  traj = jax.device_get(collect(lm.params, key))
+  np.testing.assert_array_equal(traj.episode["success"], secrets == digit)
+  np.testing.assert_array_equal(traj.episode["turns"], np.where(secrets == digit, 1, ENV.max_turns))
+  np.testing.assert_array_equal(traj.episode["return_"], (secrets == digit).astype(np.float32))
+  assert (traj.episode["valid_action_rate"] == 1).all()
+
+
+def test_sharded_rollout_matches_one_device(lm):
+  agent = SCHEMAS["all"]
+  want = make_collect(lm, ENV, agent, n_tasks=4, group_size=2)(lm.params, jax.random.key(5))
+  mesh = sharding.make_mesh(2, 2, 2)
+  lm8 = models.create(CFG, seed=0, mesh=mesh)
+  got = make_collect(lm8, ENV, agent, n_tasks=4, group_size=2, mesh=mesh)(lm8.params, jax.random.key(5))
+  assert got.tokens.sharding.spec == sharding.batch_sharding(mesh).spec
+  np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+  np.testing.assert_allclose(np.asarray(got.logprob), np.asarray(want.logprob), atol=1e-4)
+
+
+def test_bad_agent_config_is_a_clear_error():
+  with pytest.raises(ValueError, match="verdict_accept='yes' must be exactly one token"):
+    make_layout(AgentConfig(critique_budget=2, verdict_accept="yes"), ENV)
+  with pytest.raises(ValueError, match="plan_budget must be >= 0"):
+    AgentConfig(plan_budget=-1)
+  with pytest.raises(ValueError, match="ACT/REVISE budgets"):
+    make_layout(AgentConfig(act_budget=50), ENV)
