@@ -13,10 +13,12 @@ import pathlib
 import sys
 from typing import Callable
 
-from absl import app
+from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file defining get_config().")
+flags.DEFINE_bool("resume", False, "train: continue the run in workdir from its latest checkpoint.")
+flags.DEFINE_bool("overwrite", False, "train: delete an existing workdir and start over.")
 
 REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
@@ -26,6 +28,7 @@ class Command:
   help: str
   target: str  # "module:function" taking a ConfigDict; imported only when run
   default_config: str  # file name in configs/
+  flags: tuple[str, ...] = ()  # absl flags passed to the target as keyword arguments
 
   def load(self) -> Callable:
     module, fn = self.target.split(":")
@@ -35,8 +38,13 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 
-def register(name: str, help: str, target: str, default_config: str) -> None:
-  COMMANDS[name] = Command(help, target, default_config)
+def register(name: str, help: str, target: str, default_config: str, flags: tuple[str, ...] = ()) -> None:
+  COMMANDS[name] = Command(help, target, default_config, flags)
+
+
+register("train", "train an agent (SFT warm start, then RL)", "jarl.train:main", "quickstart.py",
+         flags=("resume", "overwrite"))
+register("generate", "sample completions for a prompt and print them", "jarl.sampling:main", "generate.py")
 
 
 def _usage() -> str:
@@ -63,7 +71,7 @@ def run(argv: list[str] | None = None) -> None:
   command = COMMANDS[argv.pop(1)]
   if not any(a == "--config" or a.startswith("--config=") for a in argv):
     argv[1:1] = ["--config", _default_config_path(command)]
-  app.run(lambda _: command.load()(_CONFIG.value), argv=argv)
+  app.run(lambda _: command.load()(_CONFIG.value, **{f: flags.FLAGS[f].value for f in command.flags}), argv=argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,284 @@
+"""TrainState, the optax optimizer from config, and the jitted RL and SFT updates.
+
+    state = init_state(lm, OptimConfig(lr=1e-4), reference=True)
+    update = make_update(lm, algo, optim, group_size=8)      # (state, traj) -> (state, metrics)
+    iteration = make_iteration(lm, collect, update)          # (state) -> (state, metrics): rollout + update, ONE jit
+
+The update: advantages from the registered estimator (values from the value head for
+critic-based estimators), reference log-probs for the KL term, then `epochs` passes over
+`minibatches` shuffled row minibatches, each one optax step whose gradient is
+accumulated over `microbatches` (a scan), so batch size and memory are independent.
+Micro-batch losses are weighted by their share of the minibatch's tokens (or rows for
+sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
+optax.apply_if_finite skips (and counts) updates with non-finite gradients: params
+never receive NaNs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from jax.sharding import Mesh
+
+from jarl import algos, sharding
+from jarl.models import LM
+from jarl.rollout import gather_logprobs, source_slots
+from jarl.types import Trajectory
+
+Array = jax.Array
+SCHEDULES = ("constant", "cosine", "linear")
+CRITIC_ESTIMATORS = ("gae", "gae_turns")  # advantage estimators that read the value head
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  lr: float = 1e-4
+  schedule: str = "constant"  # after a linear warmup from 0
+  warmup_steps: int = 0
+  total_steps: int = 1000  # for decaying schedules
+  end_lr_fraction: float = 0.1
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.0
+  max_grad_norm: float = 1.0
+
+  def __post_init__(self):
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"unknown schedule {self.schedule!r}; available: {list(SCHEDULES)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlgoConfig:
+  advantage: str = "grpo"
+  advantage_kwargs: tuple = ()  # ((name, value), ...) passed to the estimator
+  policy_loss: str = "ppo_clip"
+  policy_loss_kwargs: tuple = ()  # e.g. (("clip_low", 0.2), ("clip_high", 0.28))
+  entropy_coef: float = 0.0
+  kl_coef: float = 0.0
+  kl_estimator: str = "k3"
+  value_coef: float = 0.5  # used when the advantage needs a critic
+  value_clip: float = 0.2
+  filter_zero_variance: bool = False
+  epochs: int = 1
+  minibatches: int = 1
+  microbatches: int = 1
+
+  def __post_init__(self):
+    algos.get_advantage(self.advantage)
+    algos.get_policy_loss(self.policy_loss)
+    algos.get_kl(self.kl_estimator)
+    for name in ("epochs", "minibatches", "microbatches"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+  @property
+  def needs_critic(self) -> bool:
+    return self.advantage in CRITIC_ESTIMATORS
+
+
+@flax.struct.dataclass
+class TrainState:
+  params: Any
+  opt_state: Any
+  ref_params: Any  # frozen reference policy (None without a KL term)
+  step: Array
+  rng: Array  # raw uint32 key data (checkpointable)
+
+  def key(self) -> Array:
+    return jax.random.wrap_key_data(self.rng)
+
+
+def make_schedule(cfg: OptimConfig) -> optax.Schedule:
+  """Linear warmup from 0, then constant, cosine or linear decay to lr * end_lr_fraction."""
+  decay_steps = max(cfg.total_steps - cfg.warmup_steps, 1)
+  after = {"constant": optax.constant_schedule(cfg.lr),
+           "cosine": optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=cfg.end_lr_fraction),
+           "linear": optax.linear_schedule(cfg.lr, cfg.lr * cfg.end_lr_fraction, decay_steps)}[cfg.schedule]
+  if not cfg.warmup_steps:
+    return after
+  return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps])
+
+
+def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
+  """clip by global norm -> AdamW on the schedule, skipping updates with non-finite gradients."""
+  tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                   optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                               weight_decay=cfg.weight_decay))
+  return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
+
+
+def init_state(lm: LM, optim: OptimConfig, seed: int = 0, reference: bool = False) -> TrainState:
+  """Optimizer state is created by jit from the (possibly sharded) params and inherits their layout."""
+  opt_state = jax.jit(make_optimizer(optim).init)(lm.params)
+  ref = jax.tree.map(jnp.copy, lm.params) if reference else None
+  return TrainState(lm.params, opt_state, ref, jnp.zeros((), jnp.int32),
+                    jax.random.key_data(jax.random.key(seed)))
+
+
+def state_shardings(lm: LM, optim: OptimConfig, mesh: Mesh, reference: bool = False) -> TrainState:
+  """NamedShardings for every leaf of a TrainState: params' layout for params, optimizer
+  moments and reference params; replicated for counters and the key."""
+  params = lm.param_shardings(mesh)
+  replicated = sharding.replicated(mesh)
+  tx = make_optimizer(optim)
+  opt = optax.tree_map_params(tx, lambda _, sh: sh, jax.eval_shape(tx.init, lm.params), params,
+                              transform_non_params=lambda _: replicated)
+  return TrainState(params, opt, params if reference else None, replicated, replicated)
+
+
+def skipped_updates(state: TrainState) -> Array:
+  return state.opt_state.total_notfinite
+
+
+def _policy_logits(lm: LM, params, batch) -> tuple[Array, Array | None]:
+  out = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"])
+  return (out[0], out[1]) if lm.kind == "policy_value" else (out[0], None)
+
+
+def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
+  return (x_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1)
+
+
+def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -> Callable:
+  """`update(state, traj) -> (state, metrics)`, pure; jit it (make_iteration does)."""
+  if algo.needs_critic and lm.kind != "policy_value":
+    raise ValueError(f"advantage {algo.advantage!r} needs a value head: use a 'policy_value' model "
+                     "(jarl.models.with_value_head)")
+  tx = make_optimizer(optim)
+  estimator = algos.get_advantage(algo.advantage)
+  policy_loss = algos.get_policy_loss(algo.policy_loss)
+  kl_fn = algos.get_kl(algo.kl_estimator)
+  token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
+
+  def loss_fn(params, mb, weight):
+    logits_BxTxV, values_BxT = _policy_logits(lm, params, mb)
+    mask = mb["loss_mask"]
+    logp_BxT = gather_logprobs(logits_BxTxV, mb["tokens"], mb["valid"], mask)
+    loss, metrics = policy_loss(logp_BxT, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
+    src_BxT = source_slots(mb["valid"])
+    entropy_BxT = jnp.take_along_axis(algos.entropy_from_logits(logits_BxTxV), src_BxT, axis=1)
+    metrics["entropy"] = _masked_mean(entropy_BxT, mask)
+    loss = loss - algo.entropy_coef * metrics["entropy"]
+    if mb.get("ref_logprob") is not None:
+      metrics["kl"] = _masked_mean(kl_fn(logp_BxT, mb["ref_logprob"]), mask)
+      loss = loss + algo.kl_coef * metrics["kl"]
+    if values_BxT is not None and algo.needs_critic:
+      v_BxT = jnp.take_along_axis(values_BxT, src_BxT, axis=1)
+      metrics["value_loss"], _ = algos.value_loss(v_BxT, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
+      loss = loss + algo.value_coef * metrics["value_loss"]
+    return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
+
+  def minibatch_step(state_params_opt, mb):
+    params, opt_state = state_params_opt
+    M = algo.microbatches
+    rows = mb["tokens"].shape[0]
+    if rows % M:
+      raise ValueError(f"minibatch of {rows} rows does not split into {M} microbatches")
+    micro = jax.tree.map(lambda x: x.reshape((M, rows // M) + x.shape[1:]), mb)
+    share = (micro["loss_mask"].sum((1, 2)) / jnp.maximum(mb["loss_mask"].sum(), 1) if token_level_agg
+             else jnp.full((M,), 1.0 / M))
+
+    def accumulate(grads_acc, xs):
+      one, weight = xs
+      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, one, weight)
+      return jax.tree.map(jnp.add, grads_acc, grads), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    grads, metrics = jax.lax.scan(accumulate, zeros, (micro, share))
+    metrics = jax.tree.map(lambda m: m.sum(0), metrics)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), opt_state), metrics
+
+  def update(state: TrainState, traj: Trajectory):
+    batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid, loss_mask=traj.loss_mask,
+                 old_logprob=traj.logprob)
+    metrics = {}
+    values_BxT = None
+    if algo.needs_critic:
+      _, values_BxT = _policy_logits(lm, state.params, batch)
+      values_BxT = jnp.take_along_axis(values_BxT, source_slots(traj.valid), axis=1)
+    estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
+    batch["advantage"] = estimate.adv_BxT
+    if algo.needs_critic:
+      batch["old_value"], batch["returns"] = values_BxT, estimate.returns_BxT
+    stats = algos.group_stats(algos.advantages.episode_returns(traj), group_size)
+    metrics["zero_variance_fraction"] = stats["zero_variance_fraction"]
+    if algo.filter_zero_variance:
+      batch["loss_mask"] = batch["loss_mask"] & ~stats["zero_variance_B"][:, None]
+    if state.ref_params is not None:
+      ref_logits, _ = _policy_logits(lm, state.ref_params, batch)
+      batch["ref_logprob"] = gather_logprobs(ref_logits, traj.tokens, traj.valid, traj.loss_mask)
+
+    B = traj.tokens.shape[0]
+    if B % algo.minibatches:
+      raise ValueError(f"batch of {B} rows does not split into {algo.minibatches} minibatches")
+    key = jax.random.fold_in(state.key(), state.step)
+
+    def epoch(carry, key):
+      order = jax.random.permutation(key, B)
+      shuffled = jax.tree.map(lambda x: x[order].reshape((algo.minibatches, B // algo.minibatches) + x.shape[1:]),
+                              batch)
+      return jax.lax.scan(minibatch_step, carry, shuffled)
+
+    (params, opt_state), step_metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
+                                                     jax.random.split(key, algo.epochs))
+    metrics.update(jax.tree.map(jnp.mean, step_metrics))
+    metrics["skipped_updates"] = opt_state.total_notfinite
+    metrics = {f"policy/{k}": v for k, v in metrics.items()}
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+
+  return update
+
+
+def rollout_metrics(traj: Trajectory) -> dict:
+  ep = traj.episode
+  return {"episode/return": ep["return_"].mean(), "episode/success": ep["success"].mean(),
+          "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
+          "episode/response_tokens": ep["tokens"].mean()}
+
+
+def make_iteration(collect: Callable, update: Callable, shardings: TrainState | None = None,
+                   donate: bool = True) -> Callable:
+  """One jitted program: rollout with the current params, then the update.
+
+  With `shardings` (see `state_shardings`) the state keeps exactly that layout across
+  iterations, so the program compiles once.
+  """
+  def iteration(state: TrainState):
+    key = jax.random.fold_in(jax.random.fold_in(state.key(), state.step), 1)
+    traj = collect(state.params, key)
+    state, metrics = update(state, traj)
+    metrics.update(rollout_metrics(traj))
+    return state, metrics, traj
+
+  layout = {} if shardings is None else dict(in_shardings=(shardings,), out_shardings=(shardings, None, None))
+  return jax.jit(iteration, donate_argnums=(0,) if donate else (), **layout)
+
+
+def make_sft_step(lm: LM, optim: OptimConfig, mesh: Mesh | None = None) -> Callable:
+  """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: mean NLL on loss_mask tokens."""
+  tx = make_optimizer(optim)
+  layout = {}
+  if mesh is not None:
+    shardings = state_shardings(lm, optim, mesh)
+    layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
+
+  def loss_fn(params, batch):
+    logits_BxTxV, _ = _policy_logits(lm, params, batch)
+    logp_BxT = gather_logprobs(logits_BxTxV, batch["tokens"], batch["valid"], batch["loss_mask"])
+    return -_masked_mean(logp_BxT, batch["loss_mask"])
+
+  def step(params, opt_state, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, {"sft/loss": loss, "sft/grad_norm": optax.global_norm(grads)}
+
+  return jax.jit(step, donate_argnums=(0, 1), **layout)

@@ -1,0 +1,71 @@
+"""Supervised warm start on an environment's expert traces, in the rollout's exact format.
+
+`expert_batch` plays expert episodes on the host (`TextEnv.expert_episode`) and lays
+each out as the rollout would: system + first observation, then per turn the segment
+headers, the expert's text, the stop token, and the next observation. Loss is on the
+expert's ACT tokens (and PLAN tokens when its turns carry "plan_text"); segments the
+expert has no text for (CRITIQUE, VERDICT) are written with no loss, so the warm
+start does not bias them. Sequences are packed left-aligned, padded to `length`.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jarl.agent import Layout, Segment
+
+
+def _ids(tokens) -> list[int]:
+  return np.asarray(tokens.ids)[:int(tokens.length)].tolist()
+
+
+def episode_tokens(layout: Layout, turns: list[dict]) -> tuple[list, list]:
+  """(token ids, loss flags) of one expert episode (turns from `TextEnv.expert_episode`).
+
+  A turn may carry "plan_text" (envs with an expert planner); it fills the PLAN segment.
+  """
+  codec = layout.env.codec
+  tokens, loss = [], []
+
+  def add(ids, train):
+    tokens.extend(int(i) for i in ids)
+    loss.extend([train] * len(ids))
+
+  add(_ids(layout.system), False)
+  for turn in turns:
+    add(_ids(layout.feedback_header) + _ids(turn["obs"]), False)
+    for seg in layout.segments:
+      if seg == Segment.REVISE:
+        continue  # the expert accepts its own action
+      add(_ids(layout.headers[seg]), False)
+      if seg == Segment.PLAN:
+        plan = turn.get("plan_text")
+        add(list(codec.encode(plan or "")) + [layout.stop_id], plan is not None)
+      elif seg == Segment.ACT:
+        add(list(codec.encode(turn["action_text"])) + [layout.stop_id], True)
+      elif seg == Segment.CRITIQUE:
+        add([layout.stop_id], False)
+      elif seg == Segment.VERDICT:
+        add([layout.verdict_ids[0]], False)
+  return tokens, loss
+
+
+def expert_batch(layout: Layout, n_episodes: int, seed: int, length: int | None = None) -> dict:
+  """Host-built SFT batch {tokens, positions, valid, loss_mask} of shape [n_episodes, length]."""
+  env = layout.env
+  rows = []
+  for i in range(n_episodes):
+    rows.append(episode_tokens(layout, env.expert_episode(jax.random.key(seed * 1_000_003 + i))))
+  length = length or max(len(t) for t, _ in rows)
+  too_long = [len(t) for t, _ in rows if len(t) > length]
+  if too_long:
+    raise ValueError(f"an expert episode needs {max(too_long)} tokens, more than the SFT length {length}")
+  batch = dict(tokens=np.full((n_episodes, length), env.codec.pad_id, np.int32),
+               valid=np.zeros((n_episodes, length), bool), loss_mask=np.zeros((n_episodes, length), bool))
+  for b, (tokens, loss) in enumerate(rows):
+    batch["tokens"][b, :len(tokens)] = tokens
+    batch["valid"][b, :len(tokens)] = True
+    batch["loss_mask"][b, :len(tokens)] = loss
+  batch["positions"] = np.maximum(np.cumsum(batch["valid"], 1) - 1, 0).astype(np.int32)
+  return batch

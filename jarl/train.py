@@ -1,0 +1,223 @@
+"""The training run: config -> model, env, rollout and learner; warm start, RL, eval, logs.
+
+    summary = jarl.train.train(get_config(), resume=False, overwrite=False)
+
+Stages: optional supervised warm start on the env's expert traces; greedy evaluation
+on held-out tasks (their own seed stream) before RL; RL iterations (rollout + update,
+one jit each) with periodic evaluation; a final evaluation. Writes to `workdir`:
+metrics.jsonl, tensorboard/, checkpoints/ (latest N + best by eval success),
+curves.png, samples.txt (decoded eval episodes), summary.json (config, steps, wall
+time, held-out success and return before RL and at the end). `resume=True`
+continues from the latest checkpoint and reproduces the metrics an uninterrupted
+run would have written; SIGTERM saves a checkpoint before exiting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import signal
+import time
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm.auto import tqdm
+
+from jarl import envs, learner, models, sharding
+from jarl.agent import AgentConfig, make_layout, render_episode
+from jarl.checkpoint import Checkpointer
+from jarl.metrics import MetricsWriter, plot, read_jsonl
+from jarl.rollout import make_collect
+from jarl.sampling import SamplingConfig
+from jarl.sft import expert_batch
+from jarl.tokenizer import load_tokenizer
+
+# Config sections that must match when resuming (train.* and eval.* may change).
+FROZEN_SECTIONS = ("seed", "model", "tokenizer", "env", "agent", "rollout", "sampling", "algo", "optim", "sft", "mesh")
+
+
+@dataclasses.dataclass
+class Run:
+  config: ml_collections.ConfigDict
+  tokenizer: Any
+  env: envs.TextEnv
+  agent: AgentConfig
+  lm: models.LM
+  mesh: Any
+  algo: learner.AlgoConfig
+  optim: learner.OptimConfig
+  sampling: SamplingConfig
+
+
+def _dataclass(cls, section: ml_collections.ConfigDict | dict, **extra):
+  fields = {f.name for f in dataclasses.fields(cls)}
+  values = dict(section)
+  unknown = sorted(set(values) - fields)
+  if unknown:
+    raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid: {sorted(fields)}")
+  for key, value in values.items():
+    if isinstance(value, (dict, ml_collections.ConfigDict)):
+      values[key] = tuple(sorted(dict(value).items()))
+  return cls(**values, **extra)
+
+
+def build(config: ml_collections.ConfigDict) -> Run:
+  """Everything a run needs, from the config (errors for bad names come from here)."""
+  tokenizer = load_tokenizer(config.tokenizer)
+  env = envs.make(config.env.name, tokenizer=tokenizer, **dict(config.env.kwargs))
+  agent = _dataclass(AgentConfig, config.agent)
+  algo = _dataclass(learner.AlgoConfig, config.algo)
+  optim = _dataclass(learner.OptimConfig, config.optim, total_steps=config.train.steps)
+  sampling = _dataclass(SamplingConfig, config.sampling)
+  mesh = sharding.mesh_from_config(config.mesh)
+  model_cfg = dict(config.model)
+  if model_cfg.get("hf_path"):
+    lm = models.from_pretrained(model_cfg["hf_path"], dtype=model_cfg.get("dtype"), mesh=mesh)
+  else:
+    lm = models.create(models.preset(model_cfg.pop("preset"), **model_cfg.get("overrides", {})),
+                       seed=config.seed, mesh=mesh)
+  if lm.config.vocab_size < tokenizer.vocab_size:
+    raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+  if algo.needs_critic:
+    lm = models.with_value_head(lm, seed=config.seed)
+  return Run(config, tokenizer, env, agent, lm, mesh, algo, optim, sampling)
+
+
+def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = False):
+  """Greedy episodes on held-out tasks: mean success and return."""
+  collect = make_collect(run.lm, run.env, run.agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh)
+  traj = collect(params, jax.random.key(seed))
+  out = {"success": float(traj.episode["success"].mean()), "return": float(traj.episode["return_"].mean()),
+         "turns": float(traj.episode["turns"].mean())}
+  return (out, traj) if return_traj else out
+
+
+def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
+  """Supervised fine-tuning on expert episodes laid out in the rollout's template."""
+  cfg = run.config.sft
+  layout = make_layout(run.agent, run.env)
+  data = expert_batch(layout, cfg.episodes, seed=run.config.seed)
+  optim = dataclasses.replace(run.optim, lr=cfg.lr, warmup_steps=0, schedule="constant")
+  step_fn = learner.make_sft_step(run.lm, optim, run.mesh)
+  shardings = learner.state_shardings(run.lm, optim, run.mesh)
+  params, opt_state = jax.device_put((params, learner.make_optimizer(optim).init(params)),
+                                     (shardings.params, shardings.opt_state))
+  rng = np.random.default_rng(run.config.seed)
+  for i in tqdm(range(cfg.steps), desc="sft", leave=False):
+    pick = rng.choice(cfg.episodes, size=cfg.batch_size, replace=False)
+    batch = sharding.shard_batch({k: v[pick] for k, v in data.items()}, run.mesh)
+    params, opt_state, metrics = step_fn(params, opt_state, batch)
+    if (i + 1) % max(cfg.steps // 20, 1) == 0 or i + 1 == cfg.steps:
+      writer.write(i + 1 - cfg.steps, metrics)  # SFT steps are logged at steps <= 0
+  return params
+
+
+def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> None:
+  if resume and overwrite:
+    raise ValueError("pass either resume or overwrite, not both")
+  if workdir.exists() and any(workdir.iterdir()) and not resume:
+    if not overwrite:
+      raise FileExistsError(f"run directory {workdir} exists: pass --resume to continue it or --overwrite "
+                            "to start over")
+    shutil.rmtree(workdir)
+  if resume and not (workdir / "checkpoints").exists():
+    raise FileNotFoundError(f"--resume: no checkpoints in {workdir}")
+  workdir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
+  now = json.loads(config.to_json())
+  diff = [k for k in FROZEN_SECTIONS if saved.get(k) != now.get(k)]
+  if diff:
+    details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
+    raise ValueError(f"cannot resume: the config differs from the checkpoint's in {diff} ({details})")
+
+
+def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> dict:
+  t0 = time.time()
+  workdir = pathlib.Path(config.workdir)
+  _prepare_workdir(workdir, resume, overwrite)
+  run = build(config)
+  writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, wandb_project=config.train.wandb_project,
+                         config=config.to_dict())
+  ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
+  eval_seed = 10_000 + config.seed  # held-out tasks: a seed stream training never uses
+  state = learner.init_state(run.lm, run.optim, seed=config.seed, reference=run.algo.kl_coef > 0)
+  summary = {"config": json.loads(config.to_json())}
+  if resume:
+    state, meta = ckpt.restore(state)
+    _check_compatible(meta["summary"]["config"], config)
+    summary = dict(meta["summary"], config=summary["config"])
+    writer.truncate_after(int(state.step))
+  else:
+    if config.sft.steps:
+      params = warm_start(run, state.params, writer)
+      state = learner.init_state(run.lm.replace(params=params), run.optim, seed=config.seed,
+                                 reference=run.algo.kl_coef > 0)
+    summary["eval_before_rl"] = evaluate(run, state.params, config.eval.tasks, eval_seed)
+    writer.write(0, {f"eval/{k}": v for k, v in summary["eval_before_rl"].items()})
+
+  rollout = config.rollout
+  collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
+  shardings = learner.state_shardings(run.lm, run.optim, run.mesh, reference=state.ref_params is not None)
+  state = jax.device_put(state, shardings)
+  iteration = learner.make_iteration(collect, learner.make_update(run.lm, run.algo, run.optim, rollout.group_size),
+                                     shardings)
+  schedule = learner.make_schedule(run.optim)
+  stop = {"signal": None}
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+
+  def save(step, force=False):
+    if ckpt.latest_step() != step:
+      ckpt.save(step, state, {"summary": summary}, force=force)
+
+  best = summary.get("best_eval_success", -1.0)
+  try:
+    bar = tqdm(range(int(state.step), config.train.steps), initial=int(state.step), total=config.train.steps,
+               desc="rl")
+    for _ in bar:
+      state, metrics, _ = iteration(state)
+      step = int(state.step)
+      metrics["lr"] = float(schedule(step - 1))
+      if step % config.eval.every == 0 or step == config.train.steps:
+        result = evaluate(run, state.params, config.eval.tasks, eval_seed)
+        metrics.update({f"eval/{k}": v for k, v in result.items()})
+        if result["success"] > best:
+          best = summary["best_eval_success"] = result["success"]
+          ckpt.save_best(step, state, {"summary": summary}, result["success"])
+      flat = writer.write(step, metrics)
+      bar.set_postfix({k.split("/")[-1]: f"{flat[k]:.3g}" for k in
+                       ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
+      if step % config.train.checkpoint_every == 0:
+        save(step)
+      if stop["signal"] is not None:
+        save(step, force=True)
+        ckpt.wait()
+        raise SystemExit(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, --resume continues")
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+  final, traj = evaluate(run, state.params, config.eval.tasks, eval_seed, return_traj=True)
+  summary.update(final_eval=final, steps=int(state.step), wall_time_s=round(time.time() - t0, 1),
+                 skipped_updates=int(learner.skipped_updates(state)))
+  save(int(state.step), force=True)
+  ckpt.wait()
+  ckpt.close()
+  writer.close()
+  if jax.process_index() == 0:
+    plot(read_jsonl(writer.path), workdir / "curves.png")
+    samples = [render_episode(traj, b, run.env.codec) for b in range(min(config.train.sample_episodes,
+                                                                            traj.tokens.shape[0]))]
+    (workdir / "samples.txt").write_text("\n\n".join(samples) + "\n")
+    (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+  return summary
+
+
+def main(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> None:
+  """`jarl train` entry point."""
+  summary = train(config, resume=resume, overwrite=overwrite)
+  print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))

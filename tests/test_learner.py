@@ -1,0 +1,139 @@
+"""The learner: exact gradient accumulation, the non-finite guard, update direction, PPO, SFT, sharding."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jarl import envs, learner, models, sharding
+from jarl.agent import AgentConfig, make_layout
+from jarl.rollout import make_collect, replay_logprobs
+from jarl.sft import expert_batch
+import toy_env  # noqa: F401  (registers guess_digit)
+
+CFG = models.ModelConfig(vocab_size=512, d_model=32, n_layers=1, n_heads=4, n_kv_heads=4, head_dim=8, mlp_dim=64)
+ENV = envs.make("guess_digit", max_turns=2)
+AGENT = AgentConfig(act_budget=2)
+OPTIM = learner.OptimConfig(lr=3e-3)
+
+
+@pytest.fixture(scope="module")
+def setup():
+  lm = models.create(CFG, seed=0)
+  traj = make_collect(lm, ENV, AGENT, n_tasks=4, group_size=4)(lm.params, jax.random.key(0))
+  return lm, traj
+
+
+def _update(lm, traj, **algo):
+  state = learner.init_state(lm, OPTIM, reference=algo.get("kl_coef", 0) > 0)
+  update = jax.jit(learner.make_update(lm, learner.AlgoConfig(**algo), OPTIM, group_size=4))
+  return update(state, traj)
+
+
+def test_microbatches_give_the_full_batch_update(setup):
+  lm, traj = setup
+  one, m1 = _update(lm, traj, microbatches=1)
+  four, m4 = _update(lm, traj, microbatches=4)
+  chex.assert_trees_all_close(one.params, four.params, atol=1e-6)
+  np.testing.assert_allclose(m1["policy/grad_norm"], m4["policy/grad_norm"], rtol=1e-4)
+
+
+def test_non_finite_gradients_skip_the_update(setup):
+  lm, traj = setup
+  bad = traj.replace(logprob=traj.logprob.at[0, :].set(jnp.nan))
+  state, metrics = _update(lm, bad)
+  assert int(metrics["policy/skipped_updates"]) == 1
+  chex.assert_trees_all_equal(state.params, lm.params)
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
+
+
+def test_updates_move_probability_towards_positive_advantages(setup):
+  lm, traj = setup
+  returns_B = jnp.arange(16.0) % 4  # varied returns in each group, all earned in turn 0
+  traj = traj.replace(turn_reward=jnp.zeros_like(traj.turn_reward).at[:, 0].set(returns_B),
+                      turn_live=traj.turn_live.at[:, 0].set(True))
+  state = learner.init_state(lm, OPTIM)
+  algo = learner.AlgoConfig(advantage="grpo", epochs=2)
+  update = jax.jit(learner.make_update(lm, algo, OPTIM, group_size=4))
+  adv_B = np.asarray(returns_B).reshape(4, 4)
+  adv_B = ((adv_B - adv_B.mean(1, keepdims=True)) / adv_B.std(1, keepdims=True)).reshape(-1)
+
+  def objective(params):
+    logp_BxT = replay_logprobs(lm, params, traj)
+    return float((adv_B[:, None] * np.asarray(logp_BxT)).sum())
+
+  before = objective(state.params)
+  for _ in range(3):
+    state, metrics = update(state, traj)
+  assert objective(state.params) > before + 1.0
+  for key in ("entropy", "clip_fraction", "grad_norm", "zero_variance_fraction", "skipped_updates"):
+    assert f"policy/{key}" in metrics, key
+
+
+def test_kl_to_reference_is_zero_at_start_and_grows(setup):
+  lm, traj = setup
+  state = learner.init_state(lm, OPTIM, reference=True)
+  update = jax.jit(learner.make_update(lm, learner.AlgoConfig(kl_coef=0.1), OPTIM, group_size=4))
+  state, first = update(state, traj)
+  assert abs(float(first["policy/kl"])) < 1e-6
+  _, second = update(state, traj)
+  assert float(second["policy/kl"]) > 1e-6
+
+
+def test_ppo_with_value_head_fits_the_returns(setup):
+  lm, traj = setup
+  pv = models.with_value_head(lm)
+  state = learner.init_state(pv, OPTIM)
+  algo = learner.AlgoConfig(advantage="gae", advantage_kwargs=(("gamma", 1.0), ("lam", 1.0)), value_clip=10.0)
+  update = jax.jit(learner.make_update(pv, algo, OPTIM, group_size=4))
+  traj = traj.replace(reward=jnp.where(traj.loss_mask, 0.1, 0.0))  # dense rewards: nonzero returns everywhere
+  losses = []
+  for _ in range(5):
+    state, metrics = update(state, traj)
+    losses.append(float(metrics["policy/value_loss"]))
+  assert losses[-1] < losses[0]
+  with pytest.raises(ValueError, match="needs a value head"):
+    learner.make_update(lm, algo, OPTIM, group_size=4)
+
+
+def test_bad_algo_names_list_the_valid_ones():
+  with pytest.raises(ValueError, match=r"unknown advantage estimator 'grpoo'; available: \[.*'grpo'"):
+    learner.AlgoConfig(advantage="grpoo")
+  with pytest.raises(ValueError, match="unknown policy loss"):
+    learner.AlgoConfig(policy_loss="ppo")
+  with pytest.raises(ValueError, match="unknown schedule"):
+    learner.OptimConfig(schedule="exp")
+
+
+def test_iteration_is_one_jit_and_sharded_matches_one_device(setup):
+  lm, _ = setup
+  algo = learner.AlgoConfig(minibatches=2)
+
+  def run(lm, mesh):
+    collect = make_collect(lm, ENV, AGENT, n_tasks=4, group_size=4, mesh=mesh)
+    iteration = learner.make_iteration(collect, learner.make_update(lm, algo, OPTIM, group_size=4), donate=False)
+    state, metrics, _ = iteration(learner.init_state(lm, OPTIM, seed=1))
+    return state, metrics
+
+  want, metrics = run(lm, None)
+  assert set(metrics) >= {"episode/return", "episode/success", "episode/valid_action_rate", "policy/entropy"}
+  mesh = sharding.make_mesh(2, 2, 2)
+  got, _ = run(models.create(CFG, seed=0, mesh=mesh), mesh)
+  q = got.params["layers"][0]["attn"]["q"]["kernel"]
+  want_q = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("fsdp", "tensor", None))
+  assert q.sharding.is_equivalent_to(want_q, q.ndim)
+  chex.assert_trees_all_close(jax.device_get(got.params), jax.device_get(want.params), atol=1e-5)
+
+
+def test_sft_lowers_expert_nll():
+  lm = models.create(CFG, seed=0)
+  data = expert_batch(make_layout(AGENT, ENV), n_episodes=8, seed=0)
+  assert data["loss_mask"].any() and (data["loss_mask"] <= data["valid"]).all()
+  step = learner.make_sft_step(lm, OPTIM)
+  params, opt_state = lm.params, jax.jit(learner.make_optimizer(OPTIM).init)(lm.params)
+  losses = []
+  for _ in range(20):
+    params, opt_state, metrics = step(params, opt_state, data)
+    losses.append(float(metrics["sft/loss"]))
+  assert losses[-1] < 0.5 * losses[0]

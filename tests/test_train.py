@@ -1,0 +1,108 @@
+"""The training run: outputs, workdir safety, exact resume, SIGTERM, config errors, the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from jarl import learner, train
+from jarl.metrics import read_jsonl
+import toy_env  # noqa: F401  (registers guess_digit)
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "configs"))
+import quickstart  # noqa: E402
+
+
+def small_config(workdir, steps=2):
+  c = quickstart.get_config()
+  c.workdir = str(workdir)
+  c.model.overrides = dict(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, mlp_dim=64)
+  c.env.name = "guess_digit"
+  c.env.kwargs = dict(max_turns=2)
+  c.agent.act_budget = 2
+  c.rollout.n_tasks, c.rollout.group_size = 2, 4
+  c.sft.episodes, c.sft.steps, c.sft.batch_size = 16, 2, 8  # batches divide the 8 (fake) devices
+  c.eval.every, c.eval.tasks = 2, 8
+  c.train.steps, c.train.checkpoint_every = steps, 1
+  c.train.tensorboard = False
+  return c
+
+
+def rl_records(workdir):
+  return [{k: v for k, v in r.items() if not k.startswith("eval/")} for r in read_jsonl(workdir / "metrics.jsonl")
+          if r["step"] > 0]
+
+
+def test_run_writes_its_outputs_and_guards_the_workdir(tmp_path):
+  summary = train.train(small_config(tmp_path))
+  for name in ("metrics.jsonl", "curves.png", "samples.txt", "summary.json"):
+    assert (tmp_path / name).exists(), name
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert saved["steps"] == 2 and {"success", "return"} <= set(saved["eval_before_rl"]) <= set(saved["final_eval"])
+  assert saved == json.loads(json.dumps(summary))
+  assert "[act]" in (tmp_path / "samples.txt").read_text()
+  records = read_jsonl(tmp_path / "metrics.jsonl")
+  assert any(r["step"] < 0 and "sft/loss" in r for r in records)  # the warm start is logged
+  assert {"policy/entropy", "policy/clip_fraction", "episode/valid_action_rate", "lr"} <= set(records[-1])
+  with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+    train.train(small_config(tmp_path))
+  train.train(small_config(tmp_path, steps=1), overwrite=True)
+  assert json.loads((tmp_path / "summary.json").read_text())["steps"] == 1
+
+
+def test_resume_reproduces_an_uninterrupted_run(tmp_path):
+  straight, split = tmp_path / "straight", tmp_path / "split"
+  train.train(small_config(straight, steps=3))
+  train.train(small_config(split, steps=1))
+  train.train(small_config(split, steps=3), resume=True)
+  assert rl_records(split) == rl_records(straight)
+  bad = small_config(split, steps=4)
+  bad.optim.lr = 1.0
+  with pytest.raises(ValueError, match=r"cannot resume: the config differs.*\['optim'\]"):
+    train.train(bad, resume=True)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_finishes(tmp_path, monkeypatch):
+  make_iteration = learner.make_iteration
+
+  def preempted_after_first_step(*args, **kwargs):
+    iteration = make_iteration(*args, **kwargs)
+
+    def once(state):
+      out = iteration(state)
+      os.kill(os.getpid(), signal.SIGTERM)  # the run's handler is installed while the loop runs
+      return out
+    return once
+
+  monkeypatch.setattr(learner, "make_iteration", preempted_after_first_step)
+  with pytest.raises(SystemExit, match="stopped by signal 15 at step 1"):
+    train.train(small_config(tmp_path, steps=3))
+  monkeypatch.undo()
+  assert train.train(small_config(tmp_path, steps=3), resume=True)["steps"] == 3
+
+
+def test_config_errors_name_the_valid_choices(tmp_path):
+  c = small_config(tmp_path)
+  c.algo.advantage = "grpoo"
+  with pytest.raises(ValueError, match="unknown advantage estimator 'grpoo'; available"):
+    train.build(c)
+  c = small_config(tmp_path)
+  c.agent.unknown_key = 3
+  with pytest.raises(ValueError, match=r"unknown AgentConfig keys \['unknown_key'\]; valid"):
+    train.build(c)
+  c = small_config(tmp_path)
+  c.env.name = "frozen"
+  with pytest.raises(ValueError, match="unknown environment 'frozen'; available"):
+    train.build(c)
+
+
+def test_cli_rejects_unknown_config_keys_and_commands():
+  run = lambda *args: subprocess.run([sys.executable, "-m", "jarl.cli", *args], capture_output=True, text=True,
+                                     cwd=os.path.join(os.path.dirname(__file__), ".."), timeout=120)
+  out = run("train", "--config.learner.lr=1e-5")
+  assert out.returncode != 0 and "learner" in out.stderr
+  out = run("trian")
+  assert out.returncode == 2 and "unknown command 'trian'" in out.stderr and "train" in out.stderr
