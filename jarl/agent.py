@@ -56,7 +56,7 @@ class AgentConfig:
   act_budget: int | None = None
   critique_budget: int = 0
   revise_budget: int | None = None  # None: same as the ACT budget
-  system: str = "{instructions}\n"
+  system: str = "{instructions}\n"  # "{instructions}" is replaced by the env's instructions
   plan_header: str = "plan: "
   act_header: str = "act: "
   critique_header: str = "check: "
@@ -74,8 +74,6 @@ class AgentConfig:
     for name in ("act_budget", "revise_budget"):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ValueError(f"AgentConfig.{name} must be >= 1 or None, got {getattr(self, name)}")
-    if "{instructions}" not in self.system:
-      raise ValueError("AgentConfig.system must contain '{instructions}'")
 
   @property
   def critique(self) -> bool:
