@@ -71,6 +71,8 @@ def run(argv: list[str] | None = None) -> None:
   command = COMMANDS[argv.pop(1)]
   if not any(a == "--config" or a.startswith("--config=") for a in argv):
     argv[1:1] = ["--config", _default_config_path(command)]
+  if not any(a.startswith(("--verbosity", "-v=", "--v=")) for a in argv):
+    argv[1:1] = ["--verbosity=-1"]  # warnings and up: keeps library INFO logs out of the progress bar
   app.run(lambda _: command.load()(_CONFIG.value, **{f: flags.FLAGS[f].value for f in command.flags}), argv=argv)
 
 
