@@ -10,4 +10,4 @@ def test_readme_api_example_runs():
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)
   assert 0.0 <= float(namespace["metrics"]["episode/success"]) <= 1.0
-  assert int(namespace["state"].step) == 10
+  assert int(namespace["state"].step) == 3
