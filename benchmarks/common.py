@@ -1,0 +1,127 @@
+"""Shared helpers for every benchmark: machine info, a measured matmul peak, timing, results files.
+
+    machine = common.machine_info()                      # cpu, cores, devices, versions, load
+    peak = common.matmul_peak_flops()                    # FLOP/s of a large float32 jnp.dot, measured now
+    t = common.time_call(fn, repeats=3)                  # first call apart (compile / warm-up), then the median
+    common.write_results("generate", machine, rows, columns)   # results/<name>.json + .md, table printed
+
+Numbers from one run are compared with each other: measure the peak and every system in
+the same run, because a shared machine's speed changes from minute to minute.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import pathlib
+import platform
+import statistics
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+PACKAGES = ("jax", "jaxlib", "flax", "numpy", "torch", "transformers", "google-tunix")
+ENV = ("XLA_FLAGS", "JAX_PLATFORMS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")  # settings that change the speed
+
+
+def _cpu_name() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def machine_info() -> dict:
+  """What the numbers were measured on, including the load average when the run started."""
+  return {
+      "cpu": _cpu_name(),
+      "cores": os.cpu_count(),
+      "devices": [str(d) for d in jax.devices()],
+      "platform": platform.platform(),
+      "python": platform.python_version(),
+      "versions": {p: v for p in PACKAGES if (v := _version(p))},
+      "env": {k: os.environ[k] for k in ENV if k in os.environ},
+      "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+  }
+
+
+@dataclasses.dataclass
+class Timing:
+  first_s: float  # the first call: compilation or warm-up plus one run
+  times_s: list[float]  # the calls after it
+
+  @property
+  def median_s(self) -> float:
+    return statistics.median(self.times_s)
+
+  @property
+  def compile_s(self) -> float:
+    """Time the first call spent beyond a typical call (XLA compile, torch warm-up)."""
+    return max(self.first_s - self.median_s, 0.0)
+
+
+def time_call(fn: Callable[[], object], repeats: int = 3) -> Timing:
+  """Call `fn` (which must block until its result is ready) once, then `repeats` more times."""
+  start = time.perf_counter()
+  fn()
+  first = time.perf_counter() - start
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - start)
+  return Timing(first, times)
+
+
+def matmul_peak_flops(sizes: Sequence[int] = (1024, 2048), repeats: int = 5, dtype=jnp.float32) -> float:
+  """The best of the median FLOP/s of an n x n x n jnp.dot over `sizes` on the default device."""
+  best = 0.0
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    dot = jax.jit(jnp.dot)
+    timing = time_call(lambda: dot(a, b).block_until_ready(), repeats)
+    best = max(best, 2 * n ** 3 / timing.median_s)
+  return best
+
+
+def _cell(value) -> str:
+  if isinstance(value, float):
+    return f"{value:.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+  return "" if value is None else str(value)
+
+
+def markdown_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+  lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+  lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def write_results(name: str, machine: dict, rows: Sequence[dict], columns: Sequence[str],
+                  notes: str = "") -> pathlib.Path:
+  """Write results/<name>.json ({"machine", "rows"}) and results/<name>.md; print the table."""
+  RESULTS.mkdir(parents=True, exist_ok=True)
+  path = RESULTS / f"{name}.json"
+  path.write_text(json.dumps({"machine": machine, "rows": list(rows)}, indent=2) + "\n")
+  table = markdown_table(rows, columns)
+  header = (f"# {name}\n\n{machine['cpu']}, {machine['cores']} cores, load average at start "
+            f"{machine['load_average_at_start']}; "
+            + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + "\n\n")
+  (RESULTS / f"{name}.md").write_text(header + table + "\n" + (f"\n{notes}\n" if notes else ""))
+  print(table)
+  return path
