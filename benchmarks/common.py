@@ -121,7 +121,8 @@ def write_results(name: str, machine: dict, rows: Sequence[dict], columns: Seque
   table = markdown_table(rows, columns)
   header = (f"# {name}\n\n{machine['cpu']}, {machine['cores']} cores, load average at start "
             f"{machine['load_average_at_start']}; "
-            + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + "\n\n")
+            + ", ".join(f"{k} {v}" for k, v in machine["versions"].items())
+            + "".join(f"; {k}={v}" for k, v in machine.get("env", {}).items()) + "\n\n")
   (RESULTS / f"{name}.md").write_text(header + table + "\n" + (f"\n{notes}\n" if notes else ""))
   print(table)
   return path

@@ -22,10 +22,10 @@ processes shared the CPU, and torch's threads suffer from that more than XLA's).
 Tunix is optional. It pins heavy dependencies, so install it without them in a virtualenv
 that sees this environment, and run the benchmark with that python:
 
-    python -m venv --system-site-packages .venv-tunix
-    .venv-tunix/bin/pip install --no-deps google-tunix==0.1.7 jaxtyping wadler-lindig google-metrax clu \\
+    python -m venv --system-site-packages ~/venv-tunix
+    ~/venv-tunix/bin/pip install --no-deps google-tunix==0.1.7 jaxtyping wadler-lindig google-metrax clu \\
         sentencepiece perfetto pandas
-    .venv-tunix/bin/python benchmarks/generate.py
+    ~/venv-tunix/bin/python benchmarks/generate.py
 
 Without it the Tunix rows say "skipped" and why. Results: results/generate.json and .md.
 
@@ -230,9 +230,10 @@ def main():
   if args.quick:  # a smoke test writes no results
     print(common.markdown_table(rows, COLUMNS))
     return
+  env = "".join(f"{k}={v} " for k, v in machine["env"].items())
   common.write_results("generate", machine, rows, COLUMNS,
-                       notes="Command: `python benchmarks/generate.py`. See the docstring of benchmarks/generate.py "
-                             "for what each column measures.")
+                       notes=f"Command: `{env}python benchmarks/generate.py`. See the docstring of "
+                             "benchmarks/generate.py for what each column measures.")
 
 
 if __name__ == "__main__":
