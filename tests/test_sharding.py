@@ -49,7 +49,7 @@ def test_sharded_decode_with_cache():
   mesh = sharding.make_mesh(2, 2, 2)
   lm = models.create(CFG, seed=0, mesh=mesh)
   cache = lm.init_cache(8, 12)
-  assert cache.k[0].sharding.spec == P(("data", "fsdp"), None, "tensor", None)
+  assert cache.k[0].sharding.spec == P(("data", "fsdp"), "tensor", None, None)
   tokens = jax.random.randint(jax.random.key(2), (8, 4), 0, 256)
   positions = jnp.broadcast_to(jnp.arange(4), (8, 4))
   cache_sharding = models.cache_shardings(CFG, mesh, 8)
@@ -57,7 +57,7 @@ def test_sharded_decode_with_cache():
   logits, cache = step(lm.params, tokens, positions, cache)
   full, _ = lm.apply(lm.params, tokens)
   np.testing.assert_allclose(np.asarray(logits), np.asarray(full), atol=1e-5)
-  assert cache.k[1].sharding.spec == P(("data", "fsdp"), None, "tensor", None)
+  assert cache.k[1].sharding.spec == P(("data", "fsdp"), "tensor", None, None)
 
 
 def test_mesh_that_does_not_divide_heads_is_a_clear_error():

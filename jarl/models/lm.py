@@ -33,7 +33,7 @@ MODULES: dict[str, Callable[..., nnx.Module]] = {
     "reward": RewardModel,
 }
 
-CACHE_AXES = P("batch", None, "kv_heads", "head_dim")
+CACHE_AXES = P("batch", "kv_heads", None, "head_dim")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -71,7 +71,7 @@ class LM:
 def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int) -> KVCache:
   """NamedShardings for a KVCache: rows over (data, fsdp), kv heads over tensor."""
   spec = sharding.logical_to_spec(CACHE_AXES)
-  sharding.check_divisible("kv_cache", (batch, 1, cfg.n_kv_heads, cfg.head_dim), spec, mesh)
+  sharding.check_divisible("kv_cache", (batch, cfg.n_kv_heads, 1, cfg.head_dim), spec, mesh)
   kv = tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
   return KVCache(k=kv, v=kv, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
 

@@ -83,7 +83,7 @@ def apply_rope(x_BxTxNxDh: Array, sin_BxTxDh: Array, cos_BxTxDh: Array) -> Array
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer keys/values [B, S, K, Dh], which slots hold real tokens, and the cursor."""
+  """Per-layer keys/values [B, K, S, Dh], which slots hold real tokens, and the cursor."""
   k: tuple
   v: tuple
   valid_BxS: Array
@@ -91,14 +91,28 @@ class KVCache:
 
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
-    shape = (batch, length, cfg.n_kv_heads, cfg.head_dim)
-    zeros = tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.n_layers))
-    return cls(k=zeros, v=zeros, valid_BxS=jnp.zeros((batch, length), bool),
+    shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
+    def zeros():  # k and v get buffers of their own (a shared one could not be donated)
+      return tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.n_layers))
+    return cls(k=zeros(), v=zeros(), valid_BxS=jnp.zeros((batch, length), bool),
                index=jnp.zeros((), jnp.int32))
 
   @property
   def length(self) -> int:
     return self.valid_BxS.shape[1]
+
+
+def cached_attention(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_Bx1xTxS, scale):
+  """GQA over a [B, K, S, Dh] cache with einsums whose operands need no transpose of the cache."""
+  B, T, H, Dh = q_BxTxHxDh.shape
+  K = k_BxKxSxDh.shape[1]
+  q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  s_BxKxGxTxS = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k_BxKxSxDh.astype(q_BxTxHxDh.dtype),
+                           preferred_element_type=jnp.float32) * scale
+  s_BxKxGxTxS = jnp.where(mask_Bx1xTxS[:, :, None], s_BxKxGxTxS, -jnp.inf)
+  p_BxKxGxTxS = jax.nn.softmax(s_BxKxGxTxS, axis=-1).astype(q_BxTxHxDh.dtype)
+  out_BxKxGxTxDh = jnp.einsum("bkgts,bksd->bkgtd", p_BxKxGxTxS, v_BxKxSxDh.astype(q_BxTxHxDh.dtype))
+  return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
 
 class Attention(nnx.Module):
@@ -122,14 +136,14 @@ class Attention(nnx.Module):
     k_BxTxKxDh = apply_rope(k_BxTxKxDh, sin, cos)
     if kv is not None:  # write the new slots into the cache, attend over all of it
       k_cache, v_cache = kv
-      k_BxSxKxDh = jax.lax.dynamic_update_slice(k_cache, k_BxTxKxDh.astype(k_cache.dtype), (0, index, 0, 0))
-      v_BxSxKxDh = jax.lax.dynamic_update_slice(v_cache, v_BxTxKxDh.astype(v_cache.dtype), (0, index, 0, 0))
-      kv = (k_BxSxKxDh, v_BxSxKxDh)
-    else:
-      k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
-    out_BxTxHxDh = jax.nn.dot_product_attention(
-        q_BxTxHxDh, k_BxSxKxDh.astype(q_BxTxHxDh.dtype), v_BxSxKxDh.astype(q_BxTxHxDh.dtype),
-        mask=mask_Bx1xTxS, scale=self.scale)
+      k_BxKxSxDh = jax.lax.dynamic_update_slice(
+          k_cache, k_BxTxKxDh.transpose(0, 2, 1, 3).astype(k_cache.dtype), (0, 0, index, 0))
+      v_BxKxSxDh = jax.lax.dynamic_update_slice(
+          v_cache, v_BxTxKxDh.transpose(0, 2, 1, 3).astype(v_cache.dtype), (0, 0, index, 0))
+      out_BxTxHxDh = cached_attention(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_Bx1xTxS, self.scale)
+      return self.o(out_BxTxHxDh), (k_BxKxSxDh, v_BxKxSxDh)
+    out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_Bx1xTxS,
+                                                scale=self.scale)
     return self.o(out_BxTxHxDh), kv
 
 
