@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from typing import Sequence
@@ -232,7 +233,7 @@ def main():
     return
   env = "".join(f"{k}={v} " for k, v in machine["env"].items())
   common.write_results("generate", machine, rows, COLUMNS,
-                       notes=f"Command: `{env}python benchmarks/generate.py`. See the docstring of "
+                       notes=f"Command: `{env}python benchmarks/generate.py{''.join(' ' + a for a in sys.argv[1:])}`. See the docstring of "
                              "benchmarks/generate.py for what each column measures.")
 
 
