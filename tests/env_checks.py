@@ -72,11 +72,12 @@ def check_expert_solves(env: TextEnv, n_episodes: int = 6, seed: int = 0) -> lis
 
 def check_jit_matches_eager(env: TextEnv, seed: int = 0) -> None:
   key = jax.random.key(seed)
+  reset, step = env.jitted
   s1, o1 = env.reset(key)
-  s2, o2 = jax.jit(env.reset)(key)
+  s2, o2 = reset(key)
   np.testing.assert_array_equal(o1.ids, o2.ids)
   action = env.action_tokens(env.expert_action(jax.device_get(s1)))
   out1 = env.step(s1, action, key)
-  out2 = jax.jit(env.step)(s2, action, key)
+  out2 = step(s2, action, key)
   for a, b in zip(jax.tree.leaves(out1), jax.tree.leaves(out2)):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-6)

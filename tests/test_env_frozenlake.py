@@ -10,16 +10,10 @@ import jarl.envs
 from jarl.envs import frozenlake, grid
 
 ENV = jarl.envs.make("frozenlake")
-RESET, STEP = jax.jit(ENV.reset), jax.jit(ENV.step)  # compiled once for the whole file
+RESET, STEP = ENV.jitted  # compiled once per env, shared with env_checks
 VRESET, VSTEP = jax.jit(jax.vmap(ENV.reset)), jax.jit(jax.vmap(ENV.step))
 B = 16  # every batch has this size, so the vmapped functions compile once
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_once():
-  """Compile reset and step first through the module's jit wrappers: JAX caches compilations by
-  function, so the shared checks' own jax.jit(ENV.step) then reuse them while these stay alive."""
-  _step(RESET(jax.random.key(0))[0], "up")
 
 
 def _state(holes, start, goal, pos=None):

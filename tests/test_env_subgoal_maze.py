@@ -10,17 +10,10 @@ import jarl.envs
 from jarl.envs import grid, subgoal_maze
 
 ENV = jarl.envs.make("subgoal_maze")
-RESET, STEP = jax.jit(ENV.reset), jax.jit(ENV.step)  # compiled once for the whole file
+RESET, STEP = ENV.jitted  # compiled once per env, shared with env_checks
 VRESET, VSTEP = jax.jit(jax.vmap(ENV.reset)), jax.jit(jax.vmap(ENV.step))
 B = 16  # every batch has this size, so the vmapped functions compile once
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _compile_once():
-  """Compile reset and step first through the module's jit wrappers: JAX caches compilations by
-  function, so the shared checks' own jax.jit(ENV.step) then reuse them while these stay alive."""
-  state, _ = RESET(jax.random.key(0))
-  _step(state, "up"), _step(state, "up", plan="")
 
 
 SNAKE = ["P......", "######.", ".......", ".######", ".......", "######.", "G......"]  # 30 steps to G

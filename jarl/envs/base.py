@@ -74,7 +74,7 @@ class TextEnv(abc.ABC):
     return self.codec.tokens(text, self.action_len)
 
   @functools.cached_property
-  def _jitted(self):
+  def jitted(self):
     """reset and step compiled once per env instance (host-side helpers call them often)."""
     return jax.jit(self.reset), jax.jit(self.step)
 
@@ -93,7 +93,7 @@ class TextEnv(abc.ABC):
     "truncated", "info"}, plus "plan_text" when the env reads plans and has an expert
     planner; the obs Tokens are exactly what the env emits in the graph.
     """
-    reset, step = self._jitted
+    reset, step = self.jitted
     key, reset_key = jax.random.split(key)
     state, obs = reset(reset_key)
     turns = []
