@@ -81,3 +81,18 @@ def check_jit_matches_eager(env: TextEnv, seed: int = 0) -> None:
   out2 = step(s2, action, key)
   for a, b in zip(jax.tree.leaves(out1), jax.tree.leaves(out2)):
     np.testing.assert_allclose(np.asarray(a, np.float64), np.asarray(b, np.float64), atol=1e-6)
+
+
+def check_vmap_matches_single(env: TextEnv, action_texts: list[str], seed: int = 5) -> None:
+  """A vmapped reset and step over a batch equal the unbatched ones, row by row."""
+  keys = jax.random.split(jax.random.key(seed), len(action_texts))
+  states, obs = jax.jit(jax.vmap(env.reset))(keys)
+  actions = jax.tree.map(lambda *xs: jnp.stack(xs), *[env.action_tokens(t) for t in action_texts])
+  batched = jax.jit(jax.vmap(env.step))(states, actions, keys)
+  reset, step = env.jitted
+  for i in range(len(action_texts)):
+    state, o = reset(keys[i])
+    np.testing.assert_array_equal(o.ids, obs.ids[i])
+    single = step(state, jax.tree.map(lambda x: x[i], actions), keys[i])
+    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[i])

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from env_checks import check_contract, check_expert_solves, check_jit_matches_eager
+from env_checks import check_contract, check_expert_solves, check_jit_matches_eager, check_vmap_matches_single
 
 import jarl.envs
 from jarl.envs import sokoban
@@ -130,13 +130,4 @@ def test_truncated_at_the_turn_limit():
 
 
 def test_vmap_matches_single():
-  keys = jax.random.split(jax.random.key(5), B)
-  states, obs = VRESET(keys)
-  actions = _stack([ENV.action_tokens(t) for t in ["up", "down", "l", "x"] * (B // 4)])
-  batched = VSTEP(states, actions, keys)
-  for i in range(4):
-    state, o = RESET(keys[i])
-    np.testing.assert_array_equal(o.ids, obs.ids[i])
-    single = STEP(state, jax.tree.map(lambda x: x[i], actions), keys[i])
-    for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(batched)):
-      np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[i])
+  check_vmap_matches_single(ENV, ["up", "down", "l", "x"] * (B // 4))
