@@ -12,6 +12,9 @@ segment already stopped, its episode over, or a REVISE it does not need) writes 
 invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
 sampled tokens one slot per step. The slot buffers double as the training batch:
 `replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
+
+The phases (`Runner.start`, `.policy`, `.feedback`) are also jitted one by one by the
+host bridge (`jarl.envs.host`), which steps Python environments between turns.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ BUFFERS = {"tokens": jnp.int32, "positions": jnp.int32, "valid": jnp.bool_, "seg
 
 
 @flax.struct.dataclass
-class _Carry:
+class Carry:
   cache: KVCache
   buf: dict  # name -> [B, T]
   logits_BxV: Array  # next-token logits after each row's last valid slot
@@ -46,7 +49,7 @@ class _Carry:
   last_policy_slot_B: Array  # where this turn's reward goes
 
 
-def _write(c: _Carry, cols: dict) -> dict:
+def _write(c: Carry, cols: dict) -> dict:
   """Write [B, K] columns into the slot buffers at the cache cursor (before it advances)."""
   K = next(iter(cols.values())).shape[1]
   return {name: jax.lax.dynamic_update_slice(buf, cols.get(name, jnp.zeros((buf.shape[0], K), buf.dtype))
@@ -54,15 +57,22 @@ def _write(c: _Carry, cols: dict) -> dict:
           for name, buf in c.buf.items()}
 
 
-class _Runner:
-  """The pieces of one rollout program, closed over the static layout."""
+class Runner:
+  """The pieces of one rollout program, closed over the static layout.
 
-  def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None):
-    self.lm, self.layout, self.sampling = lm, layout, sampling
+  `start`, `policy` and `feedback` are one episode's phases; `make_collect` scans them
+  over turns in one jit, and the host bridge (`jarl.envs.host`) jits them one by one.
+  """
+
+  def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None,
+               mesh: Mesh | None = None):
+    self.lm, self.layout, self.sampling, self.mesh = lm, layout, sampling, mesh
     self.choose = choose or (lambda logits_BxV, key: sample_tokens(logits_BxV, key, sampling)[0])
-    self.pad_id = layout.env.codec.pad_id
+    self.codec = layout.env.codec
+    self.pad_id = self.codec.pad_id
+    self.revise_on = Segment.REVISE in layout.budgets
 
-  def forced(self, params, c: _Carry, toks: Tokens, segment: Segment, turn, live_B) -> _Carry:
+  def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk."""
     K = toks.size
     valid_BxK = (jnp.arange(K)[None, :] < toks.length[:, None]) & live_B[:, None]
@@ -77,7 +87,7 @@ class _Runner:
     return c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + n_B,
                      logits_BxV=jnp.where((n_B > 0)[:, None], logits_BxV, c.logits_BxV))
 
-  def sampled(self, params, c: _Carry, segment: Segment, turn, live_B, key, allowed=None):
+  def sampled(self, params, c: Carry, segment: Segment, turn, live_B, key, allowed=None):
     """Sample up to the segment's budget, one slot per step; returns (carry, text Tokens [B, budget])."""
     budget = self.layout.budgets[segment]
     B = live_B.shape[0]
@@ -116,6 +126,70 @@ class _Runner:
     c = self.forced(params, c, batched, segment, turn, live_B)
     return self.sampled(params, c, segment, turn, live_B, key, allowed)
 
+  def observation(self, obs: Tokens) -> Tokens:
+    """Observations [B, obs_len] behind the feedback header, in feedback_len slots."""
+    return _join(self.codec, self.layout.feedback_header, obs, self.layout.feedback_len)
+
+  def start(self, params, obs: Tokens) -> Carry:
+    """Empty cache and slot buffers, then the PROMPT: instructions and the first observations [B, obs_len]."""
+    B, T = obs.ids.shape[0], self.layout.total_len
+    cache = KVCache.init(self.lm.config, B, T)
+    if self.mesh is not None:
+      cache = jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, B))
+    buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
+    c = Carry(cache, buf, jnp.zeros((B, self.lm.config.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
+              jnp.zeros((B,), jnp.int32))
+    prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
+    return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
+
+  def policy(self, params, c: Carry, turn, alive_B, keys: dict) -> tuple[Carry, Tokens, Array, dict]:
+    """One turn's policy segments: (carry, action [B, action_len], revise_B, sampled text per segment)."""
+    B, action_len = alive_B.shape[0], self.layout.env.action_len
+    texts, revise_B = {}, jnp.zeros((B,), bool)
+    for seg in self.layout.segments:
+      live_B = alive_B & revise_B if seg == Segment.REVISE else alive_B
+      allowed = self.layout.verdict_ids if seg == Segment.VERDICT else None
+      c, texts[seg] = self.segment(params, c, seg, turn, live_B, keys[seg.name.lower()], allowed)
+      if seg == Segment.VERDICT:
+        revise_B = alive_B & (texts[seg].ids[:, 0] == self.layout.verdict_ids[1])
+    action = _fit(texts[Segment.ACT], action_len, self.pad_id)
+    if self.revise_on:
+      revised = _fit(texts[Segment.REVISE], action_len, self.pad_id)
+      action = jax.tree.map(lambda r, a: jnp.where(revise_B.reshape((B,) + (1,) * (a.ndim - 1)), r, a),
+                            revised, action)
+    return c, action, revise_B, texts
+
+  def record(self, alive_B, reward_B, term_B, trunc_B, revise_B, info: dict) -> dict:
+    """One turn's per-row record; rows that did not play it get reward 0, no end and verdict -1."""
+    verdict_B = jnp.where(alive_B & self.revise_on, revise_B.astype(jnp.int32), -1)
+    return dict(reward=jnp.where(alive_B, reward_B, 0.0), live=alive_B, terminated=alive_B & term_B,
+                truncated=alive_B & trunc_B, verdict=verdict_B, info=info)
+
+  def feedback(self, params, c: Carry, turn, obs: Tokens, reward_B, still_B) -> Carry:
+    """Add the turn's reward at each row's last policy slot, then force the next obs of rows still playing."""
+    B = still_B.shape[0]
+    c = c.replace(buf=dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B)))
+    return self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B)
+
+
+def turn_keys(key) -> dict:
+  """The random keys of one turn: one per policy segment and one for the env."""
+  return dict(zip(("plan", "act", "critique", "verdict", "revise", "env"), jax.random.split(key, 6)))
+
+
+def trajectory(buf: dict, rec: dict) -> Trajectory:
+  """Slot buffers [B, T] and per-turn records [B, N] as a Trajectory, with the episode summary."""
+  live = rec["live"]
+  n_turns = live.sum(1)
+  episode = dict(
+      return_=rec["reward"].sum(1),
+      success=(rec["info"]["success"] & live).any(1),
+      turns=n_turns,
+      valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
+      tokens=buf["loss_mask"].sum(1))
+  return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
+                    truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode)
+
 
 def _fit(toks: Tokens, size: int, pad_id: int) -> Tokens:
   """Pad or cut a batched Tokens buffer to `size` slots."""
@@ -137,72 +211,33 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
 
   `choose(logits_BxV, key) -> token_B` replaces the sampler (scripted policies, tests).
   """
-  layout = make_layout(agent, env)
-  runner = _Runner(lm, layout, sampling, choose)
-  B, N, T = n_tasks * group_size, env.max_turns, layout.total_len
-  codec, pad_id = env.codec, env.codec.pad_id
-  revise_on = Segment.REVISE in layout.budgets
+  runner = Runner(lm, make_layout(agent, env), sampling, choose, mesh)
+  B, N = n_tasks * group_size, env.max_turns
 
   def collect(params, key):
     key_tasks, key_env, key_turns = jax.random.split(key, 3)
     state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
-    cache = KVCache.init(lm.config, B, T)
-    if mesh is not None:
-      cache = jax.lax.with_sharding_constraint(cache, cache_shardings(lm.config, mesh, B))
-    buf = {name: jnp.zeros((B, T), dtype) for name, dtype in BUFFERS.items()}
-    c = _Carry(cache, buf, jnp.zeros((B, lm.config.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
-               jnp.zeros((B,), jnp.int32))
-    first = _join(codec, layout.feedback_header, obs, layout.feedback_len)
-    prompt = _join(codec, layout.system, first, layout.prompt_len)
-    c = runner.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
+    c = runner.start(params, obs)
 
     def turn_fn(carry, xs):
       c, state, alive_B = carry
       turn, key = xs
-      keys = dict(zip(("plan", "act", "critique", "verdict", "revise", "env"), jax.random.split(key, 6)))
-      texts, revise_B = {}, jnp.zeros((B,), bool)
-      for seg in layout.segments:
-        live_B = alive_B & revise_B if seg == Segment.REVISE else alive_B
-        allowed = layout.verdict_ids if seg == Segment.VERDICT else None
-        c, texts[seg] = runner.segment(params, c, seg, turn, live_B, keys[seg.name.lower()], allowed)
-        if seg == Segment.VERDICT:
-          revise_B = alive_B & (texts[seg].ids[:, 0] == layout.verdict_ids[1])
-      action = _fit(texts[Segment.ACT], env.action_len, pad_id)
-      if revise_on:
-        revised = _fit(texts[Segment.REVISE], env.action_len, pad_id)
-        action = jax.tree.map(lambda r, a: jnp.where(revise_B.reshape((B,) + (1,) * (a.ndim - 1)), r, a),
-                              revised, action)
+      keys = turn_keys(key)
+      c, action, revise_B, texts = runner.policy(params, c, turn, alive_B, keys)
       extra = {"plan": texts[Segment.PLAN]} if env.reads_plan and Segment.PLAN in texts else {}
       env_keys = jax.random.split(keys["env"], B)
       new_state, obs, reward_B, term_B, trunc_B, info = jax.vmap(
           lambda s, a, k, **kw: env.step(s, a, k, **kw))(state, action, env_keys, **extra)
       state = jax.tree.map(lambda n, o: jnp.where(alive_B.reshape((B,) + (1,) * (n.ndim - 1)), n, o),
                            new_state, state)
-      reward_B = jnp.where(alive_B, reward_B, 0.0)
-      buf = dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B))
-      c = c.replace(buf=buf)
-      ended_B = alive_B & (term_B | trunc_B)
-      still_B = alive_B & ~ended_B
-      c = runner.forced(params, c, _join(codec, layout.feedback_header, obs, layout.feedback_len),
-                        Segment.FEEDBACK, turn, still_B)
-      verdict_B = jnp.where(alive_B & revise_on, revise_B.astype(jnp.int32), -1)
-      record = dict(reward=reward_B, live=alive_B, terminated=alive_B & term_B, truncated=alive_B & trunc_B,
-                    verdict=verdict_B, info=info)
+      record = runner.record(alive_B, reward_B, term_B, trunc_B, revise_B, info)
+      still_B = alive_B & ~(record["terminated"] | record["truncated"])
+      c = runner.feedback(params, c, turn, obs, record["reward"], still_B)
       return (c, state, still_B), record
 
     turns = (jnp.arange(N), jax.random.split(key_turns, N))
     (c, _, _), rec = jax.lax.scan(turn_fn, (c, state, jnp.ones((B,), bool)), turns)
-    rec = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec)  # [N, B] -> [B, N]
-    live = rec["live"]
-    n_turns = live.sum(1)
-    episode = dict(
-        return_=rec["reward"].sum(1),
-        success=(rec["info"]["success"] & live).any(1),
-        turns=n_turns,
-        valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
-        tokens=c.buf["loss_mask"].sum(1))
-    return Trajectory(**c.buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
-                      truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode)
+    return trajectory(c.buf, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec))  # [N, B] -> [B, N]
 
   if mesh is None:
     return jax.jit(collect)
