@@ -7,7 +7,8 @@
 
 Two orbax managers: `latest/` keeps the last `keep` steps (what --resume reads) and
 `best/` keeps the single best checkpoint by score. Every process calls save/restore
-(orbax coordinates multi-host writes).
+with the same directory, on a file system all hosts share (orbax coordinates
+multi-host writes; each manager has its own barrier names).
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ import orbax.checkpoint as ocp
 class Checkpointer:
   def __init__(self, directory: str | pathlib.Path, keep: int = 3, async_save: bool = True):
     directory = pathlib.Path(directory).absolute()
-    options = dict(enable_async_checkpointing=async_save)
-    self.latest = ocp.CheckpointManager(directory / "latest", options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, **options))
-    self.best = ocp.CheckpointManager(directory / "best", options=ocp.CheckpointManagerOptions(
-        max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max", **options))
+
+    def options(name, **kwargs):  # own barrier names: both managers may save the same step at once
+      return ocp.CheckpointManagerOptions(enable_async_checkpointing=async_save, **kwargs,
+                                          multiprocessing_options=ocp.options.MultiprocessingOptions(
+                                              barrier_sync_key_prefix=name))
+    self.latest = ocp.CheckpointManager(directory / "latest", options=options("latest", max_to_keep=keep))
+    self.best = ocp.CheckpointManager(directory / "best", options=options(
+        "best", max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max"))
     self.directory = directory
 
   @staticmethod

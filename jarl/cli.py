@@ -19,6 +19,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Python config file defining get_config().")
 flags.DEFINE_bool("resume", False, "train: continue the run in workdir from its latest checkpoint.")
 flags.DEFINE_bool("overwrite", False, "train: delete an existing workdir and start over.")
+flags.DEFINE_string("coordinator", None, "train, multi-host: host:port of process 0 (or $JARL_COORDINATOR; "
+                    "TPU pods and SLURM need none).")
+flags.DEFINE_integer("num_processes", None, "train, multi-host: number of processes (or $JARL_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "train, multi-host: this process's index (or $JARL_PROCESS_ID).")
+flags.DEFINE_string("device", "", "plan: the device kind to plan for (h100, v5e, ...; see jarl.plan).")
+flags.DEFINE_float("device_memory_gb", 0.0, "plan: the device memory to plan for, in GiB.")
 
 REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
 
@@ -43,8 +49,10 @@ def register(name: str, help: str, target: str, default_config: str, flags: tupl
 
 
 register("train", "train an agent (SFT warm start, then RL)", "jarl.train:main", "quickstart.py",
-         flags=("resume", "overwrite"))
+         flags=("resume", "overwrite", "coordinator", "num_processes", "process_id"))
 register("generate", "sample completions for a prompt and print them", "jarl.sampling:main", "generate.py")
+register("plan", "print the per-device memory plan of a train config; exit 1 if it will not fit",
+         "jarl.plan:main", "plan.py", flags=("device", "device_memory_gb"))
 
 
 def _usage() -> str:

@@ -11,7 +11,9 @@ accumulated over `microbatches` (a scan), so batch size and memory are independe
 Micro-batch losses are weighted by their share of the minibatch's tokens (or rows for
 sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
 optax.apply_if_finite skips (and counts) updates with non-finite gradients: params
-never receive NaNs.
+never receive NaNs. With LoRA adapters (`jarl.models.lora`) only the trainable half of
+the params is differentiated and has optimizer state, and the KL reference is the base
+policy with the adapters off instead of a stored copy.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import optax
 from jax.sharding import Mesh
 
 from jarl import algos, sharding
-from jarl.models import LM
+from jarl.models import LM, lora
 from jarl.rollout import gather_logprobs, source_slots
 from jarl.types import Trajectory
 
@@ -87,7 +89,7 @@ class AlgoConfig:
 class TrainState:
   params: Any
   opt_state: Any
-  ref_params: Any  # frozen reference policy (None without a KL term)
+  ref_params: Any  # frozen reference policy (None without a KL term, and with LoRA)
   step: Array
   rng: Array  # raw uint32 key data (checkpointable)
 
@@ -114,10 +116,15 @@ def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
   return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
 
 
+def _stores_reference(lm: LM, reference: bool) -> bool:
+  return reference and lm.lora is None  # with LoRA the reference is the base: lora.adapters_off(params)
+
+
 def init_state(lm: LM, optim: OptimConfig, seed: int = 0, reference: bool = False) -> TrainState:
-  """Optimizer state is created by jit from the (possibly sharded) params and inherits their layout."""
-  opt_state = jax.jit(make_optimizer(optim).init)(lm.params)
-  ref = jax.tree.map(jnp.copy, lm.params) if reference else None
+  """Optimizer state (for the trainable params only) is created by jit from the (possibly
+  sharded) params and inherits their layout."""
+  opt_state = jax.jit(make_optimizer(optim).init)(lora.split(lm, lm.params)[0])
+  ref = jax.tree.map(jnp.copy, lm.params) if _stores_reference(lm, reference) else None
   return TrainState(lm.params, opt_state, ref, jnp.zeros((), jnp.int32),
                     jax.random.key_data(jax.random.key(seed)))
 
@@ -128,9 +135,10 @@ def state_shardings(lm: LM, optim: OptimConfig, mesh: Mesh, reference: bool = Fa
   params = lm.param_shardings(mesh)
   replicated = sharding.replicated(mesh)
   tx = make_optimizer(optim)
-  opt = optax.tree_map_params(tx, lambda _, sh: sh, jax.eval_shape(tx.init, lm.params), params,
+  trainable = lora.split(lm, lm.params)[0]
+  opt = optax.tree_map_params(tx, lambda _, sh: sh, jax.eval_shape(tx.init, trainable), lora.split(lm, params)[0],
                               transform_non_params=lambda _: replicated)
-  return TrainState(params, opt, params if reference else None, replicated, replicated)
+  return TrainState(params, opt, params if _stores_reference(lm, reference) else None, replicated, replicated)
 
 
 def skipped_updates(state: TrainState) -> Array:
@@ -177,6 +185,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
 
   def minibatch_step(state_params_opt, mb):
     params, opt_state = state_params_opt
+    trainable, frozen = lora.split(lm, params)
     M = algo.microbatches
     rows = mb["tokens"].shape[0]
     if rows % M:
@@ -187,15 +196,16 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
 
     def accumulate(grads_acc, xs):
       one, weight = xs
-      (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, one, weight)
+      (_, metrics), grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), one, weight),
+                                               has_aux=True)(trainable)
       return jax.tree.map(jnp.add, grads_acc, grads), metrics
 
-    zeros = jax.tree.map(jnp.zeros_like, params)
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
     grads, metrics = jax.lax.scan(accumulate, zeros, (micro, share))
     metrics = jax.tree.map(lambda m: m.sum(0), metrics)
     metrics["grad_norm"] = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), opt_state), metrics
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    return (lora.join(optax.apply_updates(trainable, updates), frozen), opt_state), metrics
 
   def update(state: TrainState, traj: Trajectory):
     batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid, loss_mask=traj.loss_mask,
@@ -213,8 +223,9 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
     metrics["zero_variance_fraction"] = stats["zero_variance_fraction"]
     if algo.filter_zero_variance:
       batch["loss_mask"] = batch["loss_mask"] & ~stats["zero_variance_B"][:, None]
-    if state.ref_params is not None:
-      ref_logits, _ = _policy_logits(lm, state.ref_params, batch)
+    ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
+    if ref_params is not None:
+      ref_logits, _ = _policy_logits(lm, ref_params, batch)
       batch["ref_logprob"] = gather_logprobs(ref_logits, traj.tokens, traj.valid, traj.loss_mask)
 
     B = traj.tokens.shape[0]
@@ -277,8 +288,10 @@ def make_sft_step(lm: LM, optim: OptimConfig, mesh: Mesh | None = None) -> Calla
     return -_masked_mean(logp_BxT, batch["loss_mask"])
 
   def step(params, opt_state, batch):
-    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, {"sft/loss": loss, "sft/grad_norm": optax.global_norm(grads)}
+    trainable, frozen = lora.split(lm, params)
+    loss, grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), batch))(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    params = lora.join(optax.apply_updates(trainable, updates), frozen)
+    return params, opt_state, {"sft/loss": loss, "sft/grad_norm": optax.global_norm(grads)}
 
   return jax.jit(step, donate_argnums=(0, 1), **layout)

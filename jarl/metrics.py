@@ -1,6 +1,7 @@
 """Metric writers (JSONL, TensorBoard, optional W&B) and the end-of-run plot.
 
-Only process 0 writes. Every record is one JSON line {"step": int, **scalars}.
+Only process 0 writes; every process calls `write` (reading global arrays back is
+collective). Every record is one JSON line {"step": int, **scalars}.
 """
 
 from __future__ import annotations
@@ -9,27 +10,26 @@ import json
 import pathlib
 from typing import Iterable, Mapping
 
-import jax
-import numpy as np
+from jarl import distributed
 
 PLOT_KEYS = ("episode/return", "episode/success", "eval/success", "policy/entropy", "policy/kl")
 
 
 def scalars(tree: Mapping) -> dict[str, float]:
-  """Flatten a (nested) dict of 0-d arrays into {"a/b": float}."""
+  """Flatten a (nested) dict of 0-d arrays into {"a/b": float}; call it on every process."""
   out = {}
-  for key, value in tree.items():
+  for key, value in distributed.to_host(dict(tree)).items():
     if isinstance(value, Mapping):
       out.update({f"{key}/{k}": v for k, v in scalars(value).items()})
     else:
-      out[key] = float(np.asarray(jax.device_get(value)))
+      out[key] = float(value)
   return out
 
 
 class MetricsWriter:
   def __init__(self, workdir: str | pathlib.Path, tensorboard: bool = True, wandb_project: str | None = None,
                config: Mapping | None = None):
-    self.enabled = jax.process_index() == 0
+    self.enabled = distributed.is_main()
     self.path = pathlib.Path(workdir) / "metrics.jsonl"
     self._tb = self._wandb = None
     if not self.enabled:

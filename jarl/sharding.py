@@ -38,7 +38,11 @@ RULES: tuple[tuple[str, Any], ...] = (
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
-  """A (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices."""
+  """A (data, fsdp, tensor) mesh; one size may be -1 to take the remaining devices.
+
+  The default devices are global: after `jarl.distributed.initialize()` they are every
+  process's, in process order, so the innermost axes stay within a host.
+  """
   devices = list(jax.devices() if devices is None else devices)
   shape = [data, fsdp, tensor]
   if shape.count(-1) > 1:
@@ -108,10 +112,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def shard_batch(tree: Any, mesh: Mesh) -> Any:
-  """Put every array of a batch tree with its leading axis over (data, fsdp)."""
+  """Put every array of a batch tree with its leading axis over (data, fsdp).
+
+  Host arrays must hold the same global batch on every process: each process places
+  only the rows of its own devices (no cross-process transfer or check).
+  """
   def put(x):
-    if getattr(x, "ndim", 0) == 0:
-      return jax.device_put(x, replicated(mesh))
-    check_divisible("batch", x.shape[:1], P(("data", "fsdp")), mesh)
-    return jax.device_put(x, batch_sharding(mesh, x.ndim))
+    ndim = np.ndim(x)
+    target = replicated(mesh) if ndim == 0 else batch_sharding(mesh, ndim)
+    if ndim:
+      check_divisible("batch", np.shape(x)[:1], P(("data", "fsdp")), mesh)
+    if isinstance(x, jax.Array):
+      return jax.device_put(x, target)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
   return jax.tree.map(put, tree)

@@ -10,6 +10,9 @@ curves.png, samples.txt (decoded eval episodes), summary.json (config, steps, wa
 time, held-out success and return before RL and at the end). `resume=True`
 continues from the latest checkpoint and reproduces the metrics an uninterrupted
 run would have written; SIGTERM saves a checkpoint before exiting.
+
+Multi-host: every process runs `train` on one global mesh (`jarl.distributed`); all
+take part in each program and checkpoint, and only process 0 writes logs and files.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import envs, learner, models, sharding
+from jarl import distributed, envs, learner, models, plan, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.checkpoint import Checkpointer
 from jarl.metrics import MetricsWriter, plot, read_jsonl
@@ -84,15 +87,18 @@ def build(config: ml_collections.ConfigDict) -> Run:
     raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
   if algo.needs_critic:
     lm = models.with_value_head(lm, seed=config.seed)
+  lora = models.LoRAConfig(**dict(model_cfg.get("lora") or {}))  # absent or rank 0: off
+  if lora.rank:
+    lm = models.lora.add(lm, lora, seed=config.seed)
   return Run(config, tokenizer, env, agent, lm, mesh, algo, optim, sampling)
 
 
 def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = False):
-  """Greedy episodes on held-out tasks: mean success and return."""
+  """Greedy episodes on held-out tasks: mean success and return (the same on every process)."""
   collect = make_collect(run.lm, run.env, run.agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh)
   traj = collect(params, jax.random.key(seed))
-  out = {"success": float(traj.episode["success"].mean()), "return": float(traj.episode["return_"].mean()),
-         "turns": float(traj.episode["turns"].mean())}
+  means = distributed.to_host({k: traj.episode[k].mean() for k in ("success", "return_", "turns")})
+  out = {"success": float(means["success"]), "return": float(means["return_"]), "turns": float(means["turns"])}
   return (out, traj) if return_traj else out
 
 
@@ -104,29 +110,35 @@ def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
   optim = dataclasses.replace(run.optim, lr=cfg.lr, warmup_steps=0, schedule="constant")
   step_fn = learner.make_sft_step(run.lm, optim, run.mesh)
   shardings = learner.state_shardings(run.lm, optim, run.mesh)
-  params, opt_state = jax.device_put((params, learner.make_optimizer(optim).init(params)),
-                                     (shardings.params, shardings.opt_state))
-  rng = np.random.default_rng(run.config.seed)
-  for i in tqdm(range(cfg.steps), desc="sft", leave=False):
+  params = jax.device_put(params, shardings.params)
+  opt_state = jax.jit(learner.make_optimizer(optim).init, out_shardings=shardings.opt_state)(
+      models.lora.split(run.lm, params)[0])
+  rng = np.random.default_rng(run.config.seed)  # the same global batches on every process
+  for i in tqdm(range(cfg.steps), desc="sft", leave=False, disable=not distributed.is_main()):
     pick = rng.choice(cfg.episodes, size=cfg.batch_size, replace=False)
     batch = sharding.shard_batch({k: v[pick] for k, v in data.items()}, run.mesh)
     params, opt_state, metrics = step_fn(params, opt_state, batch)
     if (i + 1) % max(cfg.steps // 20, 1) == 0 or i + 1 == cfg.steps:
       writer.write(i + 1 - cfg.steps, metrics)  # SFT steps are logged at steps <= 0
-  return params
+  return models.lora.fold(run.lm, params)  # with LoRA the warm-started policy becomes the base (KL reference)
 
 
 def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> None:
+  """Every process checks, then process 0 alone deletes (overwrite) and creates the directory."""
   if resume and overwrite:
     raise ValueError("pass either resume or overwrite, not both")
-  if workdir.exists() and any(workdir.iterdir()) and not resume:
-    if not overwrite:
-      raise FileExistsError(f"run directory {workdir} exists: pass --resume to continue it or --overwrite "
-                            "to start over")
-    shutil.rmtree(workdir)
+  stale = workdir.exists() and any(workdir.iterdir()) and not resume
+  if stale and not overwrite:
+    raise FileExistsError(f"run directory {workdir} exists: pass --resume to continue it or --overwrite "
+                          "to start over")
   if resume and not (workdir / "checkpoints").exists():
     raise FileNotFoundError(f"--resume: no checkpoints in {workdir}")
-  workdir.mkdir(parents=True, exist_ok=True)
+  distributed.barrier("jarl-workdir-checked")
+  if distributed.is_main():
+    if stale:
+      shutil.rmtree(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+  distributed.barrier("jarl-workdir-ready")
 
 
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
@@ -139,6 +151,7 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
 
 def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> dict:
   t0 = time.time()
+  plan.check(config)  # refuses a config that will not fit the device memory, before anything starts
   workdir = pathlib.Path(config.workdir)
   _prepare_workdir(workdir, resume, overwrite)
   run = build(config)
@@ -146,7 +159,13 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
                          config=config.to_dict())
   ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   eval_seed = 10_000 + config.seed  # held-out tasks: a seed stream training never uses
-  state = learner.init_state(run.lm, run.optim, seed=config.seed, reference=run.algo.kl_coef > 0)
+  reference = run.algo.kl_coef > 0
+  shardings = learner.state_shardings(run.lm, run.optim, run.mesh, reference=reference)
+
+  def fresh_state(lm):  # on the mesh from the start: a restore's target, and global on every process
+    return jax.device_put(learner.init_state(lm, run.optim, seed=config.seed, reference=reference), shardings)
+
+  state = fresh_state(run.lm)
   summary = {"config": json.loads(config.to_json())}
   if resume:
     state, meta = ckpt.restore(state)
@@ -155,16 +174,12 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
     writer.truncate_after(int(state.step))
   else:
     if config.sft.steps:
-      params = warm_start(run, state.params, writer)
-      state = learner.init_state(run.lm.replace(params=params), run.optim, seed=config.seed,
-                                 reference=run.algo.kl_coef > 0)
+      state = fresh_state(run.lm.replace(params=warm_start(run, state.params, writer)))
     summary["eval_before_rl"] = evaluate(run, state.params, config.eval.tasks, eval_seed)
     writer.write(0, {f"eval/{k}": v for k, v in summary["eval_before_rl"].items()})
 
   rollout = config.rollout
   collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
-  shardings = learner.state_shardings(run.lm, run.optim, run.mesh, reference=state.ref_params is not None)
-  state = jax.device_put(state, shardings)
   iteration = learner.make_iteration(collect, learner.make_update(run.lm, run.algo, run.optim, rollout.group_size),
                                      shardings)
   schedule = learner.make_schedule(run.optim)
@@ -178,7 +193,7 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   best = summary.get("best_eval_success", -1.0)
   try:
     bar = tqdm(range(int(state.step), config.train.steps), initial=int(state.step), total=config.train.steps,
-               desc="rl")
+               desc="rl", disable=not distributed.is_main())
     for _ in bar:
       state, metrics, _ = iteration(state)
       step = int(state.step)
@@ -194,30 +209,35 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
                        ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
       if step % config.train.checkpoint_every == 0:
         save(step)
-      if stop["signal"] is not None:
+      signum = distributed.process_max(stop["signal"] or 0)  # a signal to any process stops them all
+      if signum:
         save(step, force=True)
         ckpt.wait()
-        raise SystemExit(f"stopped by signal {stop['signal']} at step {step}; checkpoint saved, --resume continues")
+        raise SystemExit(f"stopped by signal {signum} at step {step}; checkpoint saved, --resume continues")
   finally:
     signal.signal(signal.SIGTERM, previous)
 
   final, traj = evaluate(run, state.params, config.eval.tasks, eval_seed, return_traj=True)
+  n_samples = min(config.train.sample_episodes, traj.tokens.shape[0])
+  traj = distributed.to_host(jax.tree.map(lambda x: x[:n_samples], traj))
   summary.update(final_eval=final, steps=int(state.step), wall_time_s=round(time.time() - t0, 1),
                  skipped_updates=int(learner.skipped_updates(state)))
   save(int(state.step), force=True)
   ckpt.wait()
   ckpt.close()
   writer.close()
-  if jax.process_index() == 0:
+  if distributed.is_main():
     plot(read_jsonl(writer.path), workdir / "curves.png")
-    samples = [render_episode(traj, b, run.env.codec) for b in range(min(config.train.sample_episodes,
-                                                                            traj.tokens.shape[0]))]
+    samples = [render_episode(traj, b, run.env.codec) for b in range(n_samples)]
     (workdir / "samples.txt").write_text("\n\n".join(samples) + "\n")
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
   return summary
 
 
-def main(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> None:
-  """`jarl train` entry point."""
+def main(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False,
+         coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
+  """`jarl train` entry point; joins the other processes of a multi-host run first."""
+  distributed.initialize(coordinator, num_processes, process_id)
   summary = train(config, resume=resume, overwrite=overwrite)
-  print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+  if distributed.is_main():
+    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))

@@ -250,6 +250,8 @@ def save_pretrained(lm: LM, path) -> Path:
   if lm.kind != "lm":
     raise ValueError(f"save_pretrained writes 'lm' handles only, got kind {lm.kind!r} "
                      "(for policy_value save an lm handle built from params['lm'])")
+  if lm.lora is not None:
+    raise ValueError("save_pretrained got a handle with LoRA adapters: export jarl.models.lora.merge(lm, params)")
   hf_config = config_to_hf(lm.config)
   tensors = {}
   for name, (param_path, hf_shape, transposed) in _tensor_map(lm.config).items():

@@ -44,6 +44,7 @@ class LM:
   params: Any
   axes: Any
   mesh: Mesh | None = None
+  lora: Any = None  # the LoRAConfig when adapters are attached (jarl.models.lora)
 
   def apply(self, params, *args, method: str | None = None, **kwargs):
     """Pure: the module's forward (or another method, e.g. "hidden") over the params pytree."""

@@ -33,7 +33,8 @@ def _fan_in_init(n_in: int, rank: int):
 
 
 class Dense(nnx.Module):
-  """y = x ⋅ kernel (+ bias), contracting the last `len(in_shape)` dims of x."""
+  """y = x ⋅ kernel (+ bias) (+ a LoRA update when `jarl.models.lora` attached one),
+  contracting the last `len(in_shape)` dims of x."""
 
   def __init__(self, in_shape: tuple, out_shape: tuple, axes: tuple, *, use_bias: bool,
                cfg: ModelConfig, rngs: nnx.Rngs):
@@ -44,9 +45,13 @@ class Dense(nnx.Module):
                  if use_bias else None)
     self.n_in = len(in_shape)
     self.dtype = cfg.compute_dtype
+    self.lora = None
 
   def __call__(self, x: Array) -> Array:
-    y = jnp.tensordot(x.astype(self.dtype), self.kernel[...].astype(self.dtype), axes=self.n_in)
+    x = x.astype(self.dtype)
+    y = jnp.tensordot(x, self.kernel[...].astype(self.dtype), axes=self.n_in)
+    if self.lora is not None:
+      y = y + self.lora(x)
     if self.bias is not None:
       y = y + self.bias[...].astype(self.dtype)
     return y

@@ -1,0 +1,259 @@
+"""Per-device memory plan of a training config, from abstract shapes only; refuses what will not fit.
+
+    jarl plan --config configs/plan.py                       # a 7B-class policy with LoRA on one H100
+    jarl plan --config configs/quickstart.py --device=v5e    # or --device_memory_gb=16
+
+Nothing is allocated and no weights are read (`model.hf_path` reads config.json only):
+param and optimizer shapes come from `jax.eval_shape`, sharded by the logical-axis rules
+over the config's mesh, so a 7B plan is instant on a laptop. Per device:
+
+  params              every param's shard (base weights + LoRA adapters)          exact
+  optimizer state     the learner's optax state of the trainable params           exact
+  reference params    a params copy when algo.kl_coef > 0 (none with LoRA)        exact
+  gradients           trainable params x 2 (micro-batch gradient + accumulator)
+  rollout KV cache    k and v [B, kv_heads, T, head_dim] per layer + valid mask   exact
+  rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
+  rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
+  update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
+                        per layer and token  c·(3·(H + K)·Dh + 5·F) + 6·4·D (float32 norms)
+                                             + c·2·F with LoRA adapters
+                        per layer            b·H·T²·(8 + c)  (float32 scores and probabilities)
+                        + b·T·(c·D + 4·4·V)  (embeddings; float32 logits, log-softmax, ...)
+  full-batch logits   [B, T, V] float32 of the reference / value forward over the whole batch
+
+(c: compute dtype bytes; H, K, F and V per tensor shard, B and b per data x fsdp shard.)
+The activation constants are fitted to XLA's memory analysis of the compiled gradient
+(float32, CPU; 0-10% above it for full fine-tuning and LoRA).
+The state items live throughout, the buffers in both phases; the peak is the state plus
+the buffers plus the larger of the rollout and the update phase. The device memory is
+`--device_memory_gb` / `plan.device_memory_gb`, a kind from DEVICE_MEMORY_GB
+(`--device` / `plan.device`), or the local accelerator's (memory_stats, else its kind).
+`jarl train` runs `check` first and stops before building anything if it will not fit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import AbstractMesh
+
+from jarl import envs, learner, models, sharding
+from jarl.agent import AgentConfig, make_layout
+from jarl.models import lora
+from jarl.models.transformer import KVCache
+from jarl.rollout import BUFFERS
+from jarl.tokenizer import load_tokenizer
+
+GiB = 2**30
+DEVICE_MEMORY_GB = {"v4": 32, "v5e": 16, "v5p": 95, "v6e": 32, "a100-40gb": 40, "a100": 80, "h100": 80, "h200": 141}
+DEVICE_KINDS = (  # (substring of jax's device_kind, lower case; DEVICE_MEMORY_GB key), first match wins
+    ("tpu v4", "v4"), ("tpu v5 lite", "v5e"), ("tpu v5e", "v5e"), ("tpu v5", "v5p"), ("tpu v6", "v6e"),
+    ("a100-sxm4-40gb", "a100-40gb"), ("a100-pcie-40gb", "a100-40gb"), ("a100", "a100"), ("h100", "h100"),
+    ("h200", "h200"))
+ADVICE = {  # item -> what shrinks it
+    "params": "shard the params over more devices (mesh.fsdp, mesh.tensor) or use bfloat16 params",
+    "optimizer state": "LoRA (model.lora.rank > 0: Adam moments for the adapters only) or more mesh.fsdp",
+    "reference params": "LoRA (the reference is then the base with adapters off) or algo.kl_coef=0",
+    "gradients": "LoRA (gradients for the adapters only) or more mesh.fsdp",
+    "rollout KV cache": "fewer rollout rows (rollout.n_tasks x rollout.group_size), shorter turns, or more "
+                        "mesh.data / mesh.fsdp devices",
+    "rollout buffers": "fewer rollout rows or shorter turns",
+    "rollout logits": "fewer rollout rows or a shorter prompt",
+    "update activations": "smaller micro-batches (raise algo.microbatches or algo.minibatches) or more "
+                          "mesh.data / mesh.fsdp devices",
+    "full-batch logits": "fewer rollout rows, or algo.kl_coef=0 (the reference forward is not micro-batched)",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  name: str
+  bytes: int  # per device
+  phase: str  # "state" (always), "both" (rollout and update), "rollout" or "update"
+  detail: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  summary: str
+  items: tuple[Item, ...]
+  device_bytes: int | None
+  device: str
+
+  def phase(self, name: str) -> int:
+    return sum(i.bytes for i in self.items if i.phase == name)
+
+  @property
+  def peak(self) -> int:
+    return self.phase("state") + self.phase("both") + max(self.phase("rollout"), self.phase("update"))
+
+  @property
+  def fits(self) -> bool | None:
+    return None if self.device_bytes is None else self.peak <= self.device_bytes
+
+  def __getitem__(self, name: str) -> int:
+    return sum(i.bytes for i in self.items if i.name == name)
+
+  def table(self) -> str:
+    rows = [f"{i.name:<20}{_size(i.bytes):>11}  {i.phase:<8}{i.detail}" for i in self.items]
+    device = "unknown (pass --device or --device_memory_gb)" if self.device_bytes is None else (
+        f"{_size(self.device_bytes)} ({self.device})")
+    verdict = {None: "", True: "  -> fits", False: "  -> DOES NOT FIT"}[self.fits]
+    return "\n".join([self.summary, f"{'item':<20}{'per device':>11}  {'phase':<8}detail", *rows,
+                      f"{'peak':<20}{_size(self.peak):>11}  state + both + max(rollout, update)",
+                      f"{'device':<20}{device:>11}{verdict}"])
+
+  def refusal(self) -> str:
+    biggest = sorted(self.items, key=lambda i: -i.bytes)[:3]
+    return (f"config does not fit: peak {_size(self.peak)} per device > {_size(self.device_bytes)} "
+            f"({self.device}). Biggest items: "
+            + ", ".join(f"{i.name} {_size(i.bytes)}" for i in biggest) + ". To fit: "
+            + "; ".join(f"{i.name}: {ADVICE[i.name]}" for i in biggest) + ".")
+
+
+def _size(n: int) -> str:
+  return f"{n / GiB:.2f} GiB" if n >= GiB else f"{n / 2**20:.1f} MiB"
+
+
+def _number(n: int) -> str:
+  return f"{n / 1e9:.2f}B" if n >= 1e9 else f"{n / 1e6:.2f}M"
+
+
+def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None, str]:
+  """(bytes, source): a given size, a named kind, else the local accelerator's (None if unknown)."""
+  if memory_gb:
+    return int(memory_gb * GiB), "given"
+  if device:
+    if device not in DEVICE_MEMORY_GB:
+      raise ValueError(f"unknown device {device!r}; known: {sorted(DEVICE_MEMORY_GB)} (or give device_memory_gb)")
+    return DEVICE_MEMORY_GB[device] * GiB, device
+  local = jax.local_devices()[0]
+  stats = local.memory_stats() or {}
+  if "bytes_limit" in stats:
+    return int(stats["bytes_limit"]), f"{local.device_kind}, memory_stats"
+  kind = next((name for sub, name in DEVICE_KINDS if sub in local.device_kind.lower()), None)
+  return (None, local.device_kind) if kind is None else (DEVICE_MEMORY_GB[kind] * GiB, kind)
+
+
+def model_config(section) -> models.ModelConfig:
+  """The config's ModelConfig: a preset with overrides, or `hf_path`'s config.json (no weights)."""
+  section = dict(section)
+  if not section.get("hf_path"):
+    return models.preset(section["preset"], **dict(section.get("overrides") or {}))
+  path = pathlib.Path(section["hf_path"]).expanduser()
+  if not path.is_dir():
+    from huggingface_hub import hf_hub_download
+    path = pathlib.Path(hf_hub_download(section["hf_path"], "config.json")).parent
+  dtype = section.get("dtype")
+  return models.config_from_hf(json.loads((path / "config.json").read_text()),
+                               **({"dtype": dtype, "param_dtype": dtype} if dtype else {}))
+
+
+def _mesh(section, n_devices: int) -> AbstractMesh:
+  shape = dict(dict(data=-1, fsdp=1, tensor=1), **dict(section or {}))
+  known = math.prod(v for v in shape.values() if v != -1)
+  sizes = tuple(n_devices // known if shape[a] == -1 else shape[a] for a in sharding.MESH_AXES)
+  return AbstractMesh(sizes, sharding.MESH_AXES)
+
+
+def _per_device(shapes, specs, mesh) -> int:
+  shardings = sharding.shardings_for(shapes, specs, mesh)
+  return sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+             for x, s in zip(jax.tree.leaves(shapes), jax.tree.leaves(shardings)))
+
+
+def _count(tree) -> int:
+  return sum(x.size for x in jax.tree.leaves(tree))
+
+
+def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: float = 0.0,
+         n_devices: int | None = None) -> Plan:
+  """The memory plan of a `jarl train` config (see the module docstring for what is counted)."""
+  section = dict(config.get("plan") or {})
+  cfg = model_config(config.model)
+  algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches")
+                               if k in config.algo})
+  adapters = models.LoRAConfig(**dict(config.model.get("lora") or {}))
+  kind = "policy_value" if algo.needs_critic else "lm"
+  graphdef, shapes, axes = (lora.abstract(cfg, kind, adapters) if adapters.rank else models.abstract(cfg, kind))
+  handle = models.LM(cfg, kind, graphdef, shapes, axes, lora=adapters if adapters.rank else None)
+  mesh = _mesh(config.get("mesh"), n_devices or jax.device_count())
+  data, tensor = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
+  specs = handle.param_specs()
+  trainable, trainable_specs = lora.split(handle, shapes)[0], lora.split(handle, specs)[0]
+
+  params = _per_device(shapes, specs, mesh)
+  trained = _per_device(trainable, trainable_specs, mesh)
+  tx = learner.make_optimizer(learner.OptimConfig())
+  opt_bytes = optax.tree_map_params(
+      tx, lambda p, spec: _per_device(p, spec, mesh), jax.eval_shape(tx.init, trainable), trainable_specs,
+      transform_non_params=lambda x: x.size * x.dtype.itemsize)
+  reference = params if algo.kl_coef > 0 and handle.lora is None else 0
+
+  env = envs.make(config.env.name, tokenizer=load_tokenizer(config.tokenizer), **dict(config.env.kwargs))
+  layout = make_layout(AgentConfig(**dict(config.agent)), env)
+  B, T = config.rollout.n_tasks * config.rollout.group_size, layout.total_len
+  cache = jax.eval_shape(lambda: KVCache.init(cfg, B, T))
+  cache_shardings = models.cache_shardings(cfg, mesh, B)
+  kv_bytes = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
+                 for x, s in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_shardings)))
+  rows = -(-B // data)
+  c = jnp.dtype(cfg.compute_dtype).itemsize
+  H, K, F, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.mlp_dim // tensor, cfg.vocab_size
+  D, Dh, L = cfg.d_model, cfg.head_dim, cfg.n_layers
+  buffers = rows * T * sum(jnp.dtype(d).itemsize for d in BUFFERS.values())
+  rollout_logits = rows * (2 * V * 4 + H * layout.prompt_len * T * (4 + c))
+
+  micro = -(-B // (algo.minibatches * algo.microbatches * data))
+  per_token = c * (3 * (H + K) * Dh + 5 * F + (2 * F if adapters.rank else 0)) + 6 * 4 * D
+  per_layer = micro * T * per_token + micro * H * T * T * (8 + c)
+  activations = L * per_layer + micro * T * (c * D + 4 * 4 * V // tensor)
+  full_batch = rows * T * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
+
+  n_params, n_trained = _count(shapes), _count(trainable)
+  items = (
+      Item("params", params, "state", f"{_number(n_params)} params, {cfg.param_dtype}"
+           + (f"; LoRA r={adapters.rank} adapters float32" if adapters.rank else "")),
+      Item("optimizer state", sum(jax.tree.leaves(opt_bytes)), "state",
+           f"AdamW moments of {_number(n_trained)} trainable params"),
+      Item("reference params", reference, "state", "a params copy for the KL term" if reference else
+           "none (LoRA: the base with adapters off)" if algo.kl_coef > 0 else "none (algo.kl_coef = 0)"),
+      Item("gradients", 2 * trained, "update", "trainable params x 2 (micro-batch + accumulator)"),
+      Item("rollout KV cache", kv_bytes, "rollout",
+           f"{rows} rows x {T} slots x {L} layers x {K} kv heads x {Dh} x 2 (k, v), {cfg.dtype}"),
+      Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
+      Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
+                                                        "prompt chunk"),
+      Item("update activations", activations, "update", f"per micro-batch of {micro} rows x {T} slots (estimate)"),
+      Item("full-batch logits", full_batch, "update",
+           f"[{rows}, {T}, V] float32, reference / value forward" if full_batch else "none (no KL, no critic)"),
+  )
+  memory, source = device_memory(device or section.get("device", ""),
+                                 device_memory_gb or section.get("device_memory_gb", 0.0))
+  summary = (f"memory plan: {cfg.family} {_number(n_params)} ({kind}), mesh "
+             + " ".join(f"{a}={n}" for a, n in mesh.shape.items())
+             + f", rollout {B} rows x {T} slots, {algo.minibatches} minibatches x {algo.microbatches} microbatches")
+  return Plan(summary, items, memory, source)
+
+
+def check(config: ml_collections.ConfigDict) -> Plan:
+  """The plan; a ValueError naming the biggest items when the known device memory is too small."""
+  result = plan(config)
+  if result.fits is False:
+    raise ValueError(result.refusal())
+  return result
+
+
+def main(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: float = 0.0) -> None:
+  """`jarl plan` entry point: print the plan; exit 1 with the refusal if it does not fit."""
+  result = plan(config, device or "", device_memory_gb or 0.0)
+  print(result.table())
+  if result.fits is False:
+    raise SystemExit(result.refusal())

@@ -1,0 +1,106 @@
+"""The memory plan: exact params / optimizer / KV-cache bytes, LoRA and fsdp savings, refusals."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from ml_collections import ConfigDict
+
+from jarl import envs, models, plan, train
+from jarl.agent import AgentConfig, make_layout
+from jarl.tokenizer import load_tokenizer
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+sys.path.insert(0, CONFIGS)
+import plan as plan_config  # noqa: E402
+import quickstart  # noqa: E402
+
+V, D, L, H, K, Dh, F = 32000, 512, 8, 8, 4, 64, 1408  # the "small" preset
+B = 8 * 4  # quickstart rollout rows
+
+
+def _config(**mesh):
+  c = quickstart.get_config()
+  c.model = ConfigDict(dict(preset="small"))
+  c.mesh = ConfigDict({**dict(data=1, fsdp=1, tensor=1), **mesh})
+  c.algo.kl_coef = 0.1
+  return c
+
+
+def _slots(c):
+  env = envs.make(c.env.name, tokenizer=load_tokenizer(c.tokenizer), **dict(c.env.kwargs))
+  return make_layout(AgentConfig(**dict(c.agent)), env).total_len
+
+
+def test_small_preset_by_hand():
+  c = _config()
+  p = plan.plan(c)
+  n_params = 2 * V * D + L * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F + 2 * D) + D
+  assert p["params"] == 4 * n_params
+  assert 8 * n_params <= p["optimizer state"] < 8 * n_params + 64  # two float32 moments (+ step counters)
+  assert p["reference params"] == p["params"] and p["gradients"] == 2 * p["params"]
+  T = _slots(c)
+  assert p["rollout KV cache"] == 2 * L * B * K * T * Dh * 4 + B * T + 4  # k, v float32; valid mask; cursor
+  assert p["rollout buffers"] == B * T * (6 * 4 + 2)  # six 4-byte buffers, two bool
+  assert p.peak == sum(p[n] for n in ("params", "optimizer state", "reference params", "rollout buffers")) + max(
+      p["rollout KV cache"] + p["rollout logits"],
+      p["gradients"] + p["update activations"] + p["full-batch logits"])
+  assert p.fits is None  # CPU: device memory unknown unless given
+  assert "DOES NOT FIT" in plan.plan(c, device_memory_gb=0.1).table()
+
+
+def test_lora_keeps_optimizer_state_and_reference_small():
+  c = _config()
+  c.model.lora = dict(rank=8)
+  p, full = plan.plan(c), plan.plan(_config())
+  n_adapter = 8 * L * ((D + H * Dh) * 2 + (D + K * Dh) * 2 + (D + F) * 3)  # r * (in + out) per target
+  assert p["params"] == full["params"] + 4 * n_adapter
+  assert 8 * n_adapter <= p["optimizer state"] < 8 * n_adapter + 64
+  assert p["reference params"] == 0 and p["gradients"] == 8 * n_adapter
+  assert p.peak < full.peak
+
+
+def test_fsdp_divides_the_params_and_rows():
+  one, eight = plan.plan(_config()), plan.plan(_config(fsdp=8))
+  norms = 4 * (2 * L + 1) * D  # replicated
+  assert eight["params"] == (one["params"] - norms) // 8 + norms
+  assert eight["rollout buffers"] == one["rollout buffers"] // 8
+
+
+def test_hf_path_reads_config_json_only(tmp_path):
+  (tmp_path / "config.json").write_text(json.dumps(models.config_to_hf(models.preset("small"))))
+  c = _config()
+  c.model = ConfigDict(dict(hf_path=str(tmp_path), dtype="bfloat16"))
+  assert plan.plan(c)["params"] == plan.plan(_config())["params"] // 2
+
+
+def test_a_7b_full_finetune_is_refused_and_lora_fits():
+  c = plan_config.get_config()
+  assert plan.check(c).fits  # LoRA: fits an H100
+  c.model.lora.rank = 0
+  with pytest.raises(ValueError, match=r"does not fit: peak .* > 80.00 GiB \(h100\)\. Biggest items: optimizer "
+                                       r"state .*To fit: optimizer state: LoRA"):
+    plan.check(c)
+
+
+def test_train_refuses_before_anything_starts(tmp_path):
+  c = _config()
+  c.workdir = str(tmp_path / "run")
+  c.plan = ConfigDict(dict(device_memory_gb=0.01))
+  with pytest.raises(ValueError, match="does not fit"):
+    train.train(c)
+  assert not (tmp_path / "run").exists()
+
+
+def test_cli():
+  def run(*args):
+    return subprocess.run([sys.executable, "-m", "jarl.cli", "plan", *args], capture_output=True, text=True,
+                          cwd=os.path.join(CONFIGS, ".."), timeout=120)
+  out = run()  # configs/plan.py
+  assert out.returncode == 0 and "-> fits" in out.stdout, out.stderr
+  out = run("--config", os.path.join(CONFIGS, "quickstart.py"), "--device_memory_gb=0.1")
+  assert out.returncode == 1 and "DOES NOT FIT" in out.stdout and "config does not fit" in out.stderr
+  out = run("--config", os.path.join(CONFIGS, "quickstart.py"), "--device=tpu9")
+  assert out.returncode != 0 and "unknown device 'tpu9'" in out.stderr
