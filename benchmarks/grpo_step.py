@@ -1,0 +1,396 @@
+"""One GRPO iteration: jarl's jitted rollout + update against TRL's `GRPOTrainer`, side by side.
+
+    python benchmarks/grpo_step.py                              # tiny and small, 3 timed iterations (~13 min, 2 cores)
+    python benchmarks/grpo_step.py --presets tiny --repeats 1   # quicker
+
+Workload: presets `tiny` and `small` (Llama-style), float32, jarl's random weights in both
+systems. One iteration = 8 prompts of 32 tokens x 8 samples (group size 8, batch 64),
+each sampled at temperature 1 over the full vocabulary for exactly 64 tokens (the stop
+/ EOS id is one past the model's vocabulary, so it is never drawn), a reward from the
+completion text (`reward_from_text`: the fraction of the 64 tokens that are the letter
+"a"; jarl computes it in the graph, TRL in Python, and the benchmark checks that jarl's
+rewards equal the Python function on its decoded completions; on `small`, whose 32000 ids
+are mostly not bytes, nearly every reward is 0, which changes no work), GRPO advantages
+(group-normalised), the clipped PPO loss (clip 0.2, token mean, no KL term, no
+reference model), and ONE AdamW step (lr 1e-5, betas 0.9/0.999, grad clip 1.0) over the
+whole batch (1 epoch, 1 minibatch). Both systems reuse the sampling log-probs as the
+old policy, so neither runs an extra forward before the update. The run asserts that
+every iteration generated 64 completions of 64 tokens after 32-token prompts in both.
+
+jarl: a single-turn TextEnv defined here, `make_collect` (8 tasks x 8, act budget 64, the
+never-sampled stop token) and `make_update` (grpo / ppo_clip) as ONE jitted program
+(`learner.make_iteration`, as train.py builds it). TRL: `GRPOTrainer` on
+`LlamaForCausalLM` loaded from jarl's params (`save_pretrained`) with a local byte-level
+`PreTrainedTokenizerFast`, transformers `generate` (no vLLM), `use_cpu`, float32,
+per_device_train_batch_size 64 = num_generations 8 x 8 prompts, gradient_accumulation_steps
+1, steps_per_generation 1, num_iterations 1 (one generation and one optimizer step per
+trainer step), beta 0, loss_type "dapo" (token mean), no gradient checkpointing,
+logging, saving or evaluation.
+
+Timing: TRL runs `trainer.train()` for 1 + repeats steps; a callback times each step
+from `on_step_begin` to `on_step_end` (generation, rewards, forward/backward, clip,
+optimizer step: everything of a step but the dataloader's collation of 64 strings),
+and after each timed TRL step runs one jarl iteration, so both systems alternate and
+see the same machine load. jarl's first call (compile) comes before.
+
+Columns: seconds_per_iteration = median over `--repeats` iterations after the first;
+completion_tokens_per_s = 64 x 64 / that; compile_s = what the first iteration took
+beyond a typical one (XLA compile; torch warm-up); mfu = model FLOPs / time / the matmul
+peak measured in the same run, where model FLOPs = 4 x one forward over the 96 tokens of
+every row (1 for generation, 3 for the training forward + backward; a forward token
+costs 2 x non-embedding params + attention over its context, as in generate.py);
+speedup_vs_trl = TRL's seconds / jarl's; load_average = the highest 1-minute load
+seen during the timed iterations. The notes split each system's time: jarl's rollout
+and update, each jitted and timed alone after the run (`--no-breakdown` skips that);
+TRL's generation (its trainer's `_generate`: tokenize, `generate`, decode) within a step.
+
+Reference (TRL 1.16 on a 2-core CPU of this class): about 1.4 s per iteration on tiny and
+about 26 s on small; the target for jarl is >= 2x faster on both.
+
+TRL is not a jarl dependency. Install it (it must not change torch or transformers):
+
+    pip install trl        # 1.x; add --no-deps + its small missing deps if pip wants to move torch
+
+Without it the TRL rows say "skipped" and why. torch's OpenMP threads spin-wait on a
+shared machine; this script sets OMP_WAIT_POLICY=PASSIVE unless the environment sets
+it (recorded in the results). Results: results/grpo_step.json and .md.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its threads; see the docstring
+
+import argparse
+import dataclasses
+import importlib.metadata
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import common
+from generate import flops_per_token
+from jarl import learner, models
+from jarl.agent import AgentConfig, Segment
+from jarl.envs.base import TextEnv
+from jarl.envs.codec import Codec, Tokens
+from jarl.rollout import make_collect
+from jarl.tokenizer import ByteTokenizer
+
+COLUMNS = ("system", "preset", "batch", "group_size", "completion_tokens", "prompt_len", "seconds_per_iteration",
+           "completion_tokens_per_s", "mfu", "compile_s", "speedup_vs_trl", "load_average", "note")
+TARGET = "a"  # the rewarded letter
+STOP = "<never-sampled>"  # jarl's stop token: the id one past the model's vocabulary
+OPTIM = learner.OptimConfig(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)
+ALGO = learner.AlgoConfig(advantage="grpo", policy_loss="ppo_clip", kl_coef=0.0, epochs=1, minibatches=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+  n_prompts: int = 8
+  group_size: int = 8
+  prompt_len: int = 32
+  completion_tokens: int = 64
+
+  @property
+  def batch(self) -> int:
+    return self.n_prompts * self.group_size
+
+
+def reward_from_text(text: str, n_tokens: int) -> float:
+  """The reward of both systems: the fraction of the completion's tokens that are the letter TARGET."""
+  return text.count(TARGET) / n_tokens
+
+
+def model_flops(cfg: models.ModelConfig, w: Workload) -> float:
+  """Generation forward + training forward/backward (3x) over every row's prompt + completion."""
+  forward = w.batch * sum(flops_per_token(cfg, t) for t in range(1, w.prompt_len + w.completion_tokens + 1))
+  return 4 * forward
+
+
+class StopTokenizer(ByteTokenizer):
+  """The ByteTokenizer over the model's vocabulary plus one id past it that stands for STOP: a stop
+  token the model cannot sample, so every completion runs its whole budget."""
+
+  def __init__(self, model_vocab: int):
+    super().__init__(model_vocab + 1)
+    self.stop_id = model_vocab
+
+  def encode(self, text: str, add_bos: bool = False) -> list[int]:
+    return [self.stop_id] if text == STOP else super().encode(text, add_bos)
+
+  def token_bytes(self, token_id: int) -> bytes:
+    return STOP.encode() if token_id == self.stop_id else super().token_bytes(token_id)
+
+
+class CompletionEnv(TextEnv):
+  """Single turn: reset draws a prompt of `obs_len` lowercase letters; step scores the action with
+  `reward_from_text` (in the graph: TARGET bytes / action_len) and terminates."""
+
+  def __init__(self, codec: Codec, prompt_len: int, completion_tokens: int):
+    super().__init__(codec, obs_len=prompt_len, action_len=completion_tokens, max_turns=1)
+
+  def reset(self, key):
+    ids_P = jax.random.randint(key, (self.obs_len,), ord("a"), ord("z") + 1, jnp.int32)
+    return jnp.zeros((), jnp.int32), Tokens(ids_P, jnp.int32(self.obs_len))
+
+  def step(self, state, action, key):
+    bytes_N, n = self.codec.to_bytes(action, self.action_len * self.codec.max_token_bytes)
+    hits = ((bytes_N == ord(TARGET)) & (jnp.arange(bytes_N.shape[0]) < n)).sum()
+    reward = (hits / self.action_len).astype(jnp.float32)
+    obs = Tokens(jnp.full((self.obs_len,), self.codec.pad_id, jnp.int32), jnp.int32(0))
+    info = dict(valid_action=jnp.bool_(True), success=reward > 0)
+    return state, obs, reward, jnp.bool_(True), jnp.bool_(False), info
+
+  def expert_action(self, state) -> str:
+    return TARGET * self.action_len
+
+  def render(self, state) -> str:
+    return ""
+
+
+class Jarl:
+  """Rollout + GRPO update as one jitted iteration, as train.py builds it."""
+  name = "jarl"
+
+  def __init__(self, lm: models.LM, w: Workload):
+    self.w, self.tokenizer = w, StopTokenizer(lm.config.vocab_size)
+    env = CompletionEnv(Codec.from_tokenizer(self.tokenizer), w.prompt_len, w.completion_tokens)
+    agent = AgentConfig(act_budget=w.completion_tokens, system="", act_header="", stop=STOP)
+    self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size)
+    self.update = learner.make_update(lm, ALGO, OPTIM, w.group_size)
+    self.iteration = learner.make_iteration(self.collect, self.update)
+    params = jax.tree.map(jnp.copy, lm.params)  # the iteration donates its state; lm.params stay for TRL
+    self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)
+
+  def step(self) -> float:
+    """One iteration (blocking), checked after the clock stops; returns its seconds."""
+    start = time.perf_counter()
+    self.state, _, traj = jax.block_until_ready(self.iteration(self.state))
+    seconds = time.perf_counter() - start
+    self.check(traj)
+    return seconds
+
+  def check(self, traj) -> None:
+    """64 x 64 sampled tokens after 32-token prompts, and rewards equal to `reward_from_text`."""
+    w = self.w
+    tokens, valid, segment, mask = (np.asarray(x) for x in (traj.tokens, traj.valid, traj.segment, traj.loss_mask))
+    prompt_B = ((segment == Segment.PROMPT) & valid).sum(1)
+    completion_B = mask.sum(1)
+    assert (prompt_B == w.prompt_len).all() and (completion_B == w.completion_tokens).all(), (prompt_B, completion_B)
+    assert mask.shape[0] == w.batch and completion_B.sum() == w.batch * w.completion_tokens
+    texts = [self.tokenizer.decode(row[m]) for row, m in zip(tokens, mask)]
+    expected_B = np.array([reward_from_text(t, w.completion_tokens) for t in texts], np.float32)
+    np.testing.assert_allclose(np.asarray(traj.episode["return_"]), expected_B, atol=1e-6)
+
+  def breakdown(self, repeats: int) -> tuple[float, float]:
+    """Median seconds of the rollout alone and of the update alone, each its own jit."""
+    key = jax.random.key(1)
+    traj = self.collect(self.state.params, key)
+    update = jax.jit(self.update)
+    rollout = common.time_call(lambda: jax.block_until_ready(self.collect(self.state.params, key)), repeats)
+    step = common.time_call(lambda: jax.block_until_ready(update(self.state, traj)), repeats)
+    return rollout.median_s, step.median_s
+
+
+def hf_tokenizer(model_vocab: int):
+  """A byte-level PreTrainedTokenizerFast: ids 0-255 are bytes (no merges), 256 is <pad>, and <eos> is
+  `model_vocab`, one past the model's vocabulary, so generation never stops early. Ids the
+  tokenizer does not know (257 .. model_vocab - 1) decode to nothing, as in jarl's tokenizer."""
+  import tokenizers
+  import transformers
+  from transformers.convert_slow_tokenizer import bytes_to_unicode
+  byte_chars = bytes_to_unicode()
+  vocab = {byte_chars[b]: b for b in range(256)} | {"<pad>": 256, "<eos>": model_vocab}
+  tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
+  tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = tokenizers.decoders.ByteLevel()
+  return transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+
+
+class Trl:
+  """TRL's GRPOTrainer on the same weights; `run` times each trainer step with a callback."""
+  name = "trl"
+
+  def __init__(self, lm: models.LM, w: Workload, steps: int, workdir: str):
+    import datasets
+    import torch
+    import transformers
+    import trl
+    self.w, self.steps, self.torch, self.transformers = w, steps, torch, transformers
+    models.save_pretrained(lm, workdir)
+    hf_tokenizer(lm.config.vocab_size).save_pretrained(workdir)
+    self.tokenizer = transformers.AutoTokenizer.from_pretrained(workdir)
+    model = transformers.LlamaForCausalLM.from_pretrained(workdir, dtype=torch.float32)
+    rng = np.random.default_rng(0)
+    letters = list("abcdefghijklmnopqrstuvwxyz")  # 32 letters = 32 tokens, like jarl's prompts
+    prompts = ["".join(rng.choice(letters, w.prompt_len)) for _ in range(w.n_prompts * steps)]
+    self.generated = []  # completion tokens of every generation batch
+
+    def letter_fraction(prompts, completions, completion_ids, **_):
+      """reward_from_text on each completion; also checks the workload."""
+      prompt_lens = {len(ids) for ids in self.tokenizer(prompts)["input_ids"]}
+      lens = [len(ids) for ids in completion_ids]
+      assert len(lens) == w.batch and set(lens) == {w.completion_tokens} and prompt_lens == {w.prompt_len}, \
+          (len(lens), set(lens), prompt_lens)
+      self.generated.append(sum(lens))
+      return [reward_from_text(text, n) for text, n in zip(completions, lens)]
+
+    config = trl.GRPOConfig(
+        output_dir=workdir, use_cpu=True, bf16=False, fp16=False, seed=0, max_steps=steps,
+        per_device_train_batch_size=w.batch, num_generations=w.group_size, gradient_accumulation_steps=1,
+        steps_per_generation=1, num_iterations=1, max_completion_length=w.completion_tokens,
+        temperature=1.0, top_p=1.0, top_k=0, beta=0.0, epsilon=0.2, loss_type="dapo", scale_rewards="group",
+        learning_rate=OPTIM.lr, lr_scheduler_type="constant", adam_beta1=OPTIM.b1, adam_beta2=OPTIM.b2,
+        adam_epsilon=OPTIM.eps, weight_decay=OPTIM.weight_decay, max_grad_norm=OPTIM.max_grad_norm,
+        gradient_checkpointing=False, logging_strategy="no", save_strategy="no", eval_strategy="no",
+        report_to="none", disable_tqdm=True, dataloader_num_workers=0, log_completions=False)
+    assert config.generation_batch_size == w.batch and config.steps_per_generation == 1
+    self.trainer = trl.GRPOTrainer(model=model, reward_funcs=letter_fraction, args=config,
+                                   processing_class=self.tokenizer,
+                                   train_dataset=datasets.Dataset.from_dict({"prompt": prompts}))
+    self.generate_s = []  # seconds of each step's generation (tokenize, generate, decode), for the note
+    generate = self.trainer._generate
+
+    def timed_generate(*args, **kwargs):
+      start = time.perf_counter()
+      out = generate(*args, **kwargs)
+      self.generate_s.append(time.perf_counter() - start)
+      return out
+
+    self.trainer._generate = timed_generate
+    self.note = (f"trl {trl.__version__}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+                 f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
+
+  def run(self, after_step) -> list[float]:
+    """trainer.train() for `steps` steps; returns each step's seconds, calling after_step(i) between them."""
+    times = []
+
+    class StepTimer(self.transformers.TrainerCallback):
+      def on_step_begin(self, args, state, control, **kwargs):
+        self.start = time.perf_counter()
+
+      def on_step_end(self, args, state, control, **kwargs):
+        times.append(time.perf_counter() - self.start)
+        after_step(len(times) - 1)
+
+    self.trainer.add_callback(StepTimer())
+    start = time.perf_counter()
+    self.trainer.train()
+    self.train_wall_s = time.perf_counter() - start
+    assert len(times) == self.steps and self.generated == [self.w.batch * self.w.completion_tokens] * self.steps, \
+        (len(times), self.generated)
+    return times
+
+
+def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats: int, peak: float,
+            breakdown: bool) -> list[dict]:
+  """jarl (compiled first), then TRL's steps with one jarl iteration after each timed TRL step."""
+  base = dict(preset=preset, batch=w.batch, group_size=w.group_size, completion_tokens=w.completion_tokens,
+              prompt_len=w.prompt_len)
+  jarl = Jarl(lm, w)
+  jarl_first = jarl.step()
+  print(f"  jarl {preset}: first iteration (compile) {jarl_first:.1f} s", flush=True)
+  trl_sys, rows, skipped = None, [], None
+  if "trl" in systems:
+    try:
+      import trl  # noqa: F401
+    except ImportError as e:
+      skipped = f"skipped: {e} (pip install trl; see the docstring)"
+      print(f"  trl: {skipped}", flush=True)
+  jarl_times, loads = [], []
+
+  def jarl_step(i: int) -> None:
+    if i == 0:  # TRL's warm-up step: jarl is already compiled
+      return
+    loads.append(os.getloadavg()[0])
+    jarl_times.append(jarl.step())
+
+  with tempfile.TemporaryDirectory() as workdir:
+    if "trl" in systems and skipped is None:
+      trl_sys = Trl(lm, w, 1 + repeats, workdir)
+      trl_times = trl_sys.run(jarl_step)
+    else:
+      for i in range(1, repeats + 1):
+        jarl_step(i)
+  flops = model_flops(lm.config, w)
+
+  def row(system, timing: common.Timing, note: str, **extra) -> dict:
+    s = timing.median_s
+    return dict(system=system, **base, seconds_per_iteration=s,
+                completion_tokens_per_s=w.batch * w.completion_tokens / s, mfu=flops / s / peak,
+                compile_s=timing.compile_s, load_average=max(loads), note=note, seconds=timing.times_s,
+                first_call_s=timing.first_s, model_flops=flops, **extra)
+
+  extra, note = {}, "one jit: make_iteration(make_collect, make_update)"
+  if breakdown:
+    rollout_s, update_s = jarl.breakdown(repeats)
+    extra = dict(rollout_s=rollout_s, update_s=update_s)
+    note += f"; alone: rollout {rollout_s:.3g} s + update {update_s:.3g} s"
+  rows.append(row("jarl", common.Timing(jarl_first, jarl_times), note, **extra))
+  if trl_sys is not None:
+    generate_s = statistics.median(trl_sys.generate_s[1:])
+    rows.append(row("trl", common.Timing(trl_times[0], trl_times[1:]),
+                    f"{trl_sys.note}; generation {generate_s:.3g} s of each step", generate_s=generate_s,
+                    train_wall_s=trl_sys.train_wall_s))
+    for r in rows:
+      r["speedup_vs_trl"] = rows[-1]["seconds_per_iteration"] / r["seconds_per_iteration"]
+  elif skipped is not None:
+    rows.append(dict(system="trl", **base, note=skipped))
+  for r in rows:
+    if "seconds_per_iteration" in r:
+      print(f"  {r['system']:5s} {preset:5s}: {r['seconds_per_iteration']:7.3f} s/iteration, "
+            f"{r['completion_tokens_per_s']:7.0f} completion tokens/s, mfu {r['mfu']:.3f}, "
+            f"compile {r['compile_s']:.1f} s", flush=True)
+  return rows
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--presets", default="tiny,small")
+  parser.add_argument("--repeats", type=int, default=3, help="timed iterations after the first")
+  parser.add_argument("--systems", default="jarl,trl")
+  parser.add_argument("--prompts", type=int, default=8)
+  parser.add_argument("--group-size", type=int, default=8)
+  parser.add_argument("--prompt-len", type=int, default=32)
+  parser.add_argument("--completion-tokens", type=int, default=64)
+  parser.add_argument("--no-breakdown", action="store_true", help="skip timing jarl's rollout and update alone")
+  parser.add_argument("--results-dir", default=None, help="write the results here instead of benchmarks/results")
+  argv = sys.argv[1:] if argv is None else list(argv)
+  args = parser.parse_args(argv)
+  w = Workload(args.prompts, args.group_size, args.prompt_len, args.completion_tokens)
+  systems = args.systems.split(",")
+  if args.results_dir:
+    common.RESULTS = pathlib.Path(args.results_dir)
+
+  machine = common.machine_info()
+  try:
+    machine["versions"]["trl"] = importlib.metadata.version("trl")
+  except importlib.metadata.PackageNotFoundError:
+    pass
+  peak = common.matmul_peak_flops()
+  machine["matmul_peak_flops"] = peak
+  print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}, "
+        f"float32 matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
+  rows = []
+  start = time.perf_counter()
+  for preset in args.presets.split(","):
+    lm = models.create(models.preset(preset, dtype="float32", param_dtype="float32"), seed=0)
+    rows += measure(preset, lm, w, systems, args.repeats, peak, not args.no_breakdown)
+  machine["benchmark_seconds"] = round(time.perf_counter() - start)
+  env = "".join(f"{k}={v} " for k, v in machine["env"].items())
+  return common.write_results(
+      "grpo_step", machine, rows, COLUMNS,
+      notes=f"Command: `{env}python benchmarks/grpo_step.py{''.join(' ' + a for a in argv)}`. See the "
+            "docstring of benchmarks/grpo_step.py for the workload, the TRL settings and what each column measures.")
+
+
+if __name__ == "__main__":
+  main()

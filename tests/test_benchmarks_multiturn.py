@@ -1,0 +1,37 @@
+"""Smoke test of benchmarks/multiturn.py: a reduced workload end to end, so the benchmark does not rot."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "benchmarks"))
+import multiturn  # noqa: E402
+
+
+def test_bench_tokenizer_stop_is_outside_the_vocab():
+  tok = multiturn.BenchTokenizer(512)
+  assert tok.encode(tok.NEVER) == [512] and tok.decode([48, 512, 49]) == "01"
+
+
+def test_python_step_matches_env():
+  work = multiturn.Workload(episodes=1, turns=2)
+  env = multiturn.DigitCount(multiturn.Codec.from_tokenizer(multiturn.BenchTokenizer(512)), work)
+  reset, step = env.jitted
+  state, obs = reset(None)
+  assert env.codec.text(obs) == multiturn.observation(0, 0, work.obs_tokens)
+  text = "a1b22 x9\xe9!"
+  state, obs, reward, _, truncated, _ = step(state, env.action_tokens(text), None)
+  turn, obs_text, py_reward, done = multiturn.py_step(0, text, work)
+  assert (env.codec.text(obs), float(reward), bool(truncated)) == (obs_text, py_reward, done) == ("n=04 t=1", 0.25, False)
+
+
+def test_reduced_run(tmp_path):
+  rows = multiturn.main(["--presets", "tiny", "--episodes", "4", "--turns", "2", "--repeats", "1"],
+                        results_dir=str(tmp_path))
+  assert [r["system"] for r in rows] == ["jarl", "python-loop"]
+  assert all(r["episodes_per_s"] > 0 and r["tokens_per_s"] == pytest.approx(r["episodes_per_s"] * 2 * 16) for r in rows)
+  assert rows[0]["ms_per_decode_step"] > 0 and rows[1]["speedup_vs_python_loop"] == 1
+  assert len(json.loads((tmp_path / "multiturn.json").read_text())["rows"]) == 2
+  assert "| jarl | tiny | 4 | 4 | 2 | 16 | 8 | 32 |" in (tmp_path / "multiturn.md").read_text()
