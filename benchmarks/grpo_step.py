@@ -78,7 +78,7 @@ import numpy as np
 import common
 from generate import flops_per_token
 from jarl import learner, models
-from jarl.agent import AgentConfig, Segment
+from jarl.agent import AgentConfig, Segment, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Codec, Tokens
 from jarl.rollout import make_collect
@@ -165,7 +165,8 @@ class Jarl:
     env = CompletionEnv(Codec.from_tokenizer(self.tokenizer), w.prompt_len, w.completion_tokens)
     agent = AgentConfig(act_budget=w.completion_tokens, system="", act_header="", stop=STOP)
     self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size)
-    self.update = learner.make_update(lm, ALGO, OPTIM, w.group_size)
+    slots = make_layout(agent, env).policy_slots
+    self.update = learner.make_update(lm, ALGO, OPTIM, w.group_size, policy_slots=slots)
     self.iteration = learner.make_iteration(self.collect, self.update)
     params = jax.tree.map(jnp.copy, lm.params)  # the iteration donates its state; lm.params stay for TRL
     self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)

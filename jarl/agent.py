@@ -97,11 +97,24 @@ class Layout:
 
   @property
   def total_len(self) -> int:
-    return self.prompt_len + self.env.max_turns * self.turn_len
+    """The last turn forces no feedback: every episode has ended by then."""
+    return self.prompt_len + self.env.max_turns * self.turn_len - self.feedback_len
 
   @property
   def segments(self) -> tuple[Segment, ...]:
     return tuple(s for s in POLICY_SEGMENTS if s in self.budgets)
+
+  @property
+  def policy_slots(self) -> np.ndarray:
+    """The columns of the [B, T] buffers that can hold sampled tokens (loss_mask is off elsewhere)."""
+    cols, t = [], self.prompt_len
+    for _ in range(self.env.max_turns):
+      for s in self.segments:
+        t += header_slots(self.headers[s])
+        cols.extend(range(t, t + self.budgets[s]))
+        t += self.budgets[s]
+      t += self.feedback_len
+    return np.asarray(cols, np.int32)
 
 
 def _single_token(codec, text: str, what: str) -> int:
@@ -127,15 +140,20 @@ def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
     raise ValueError(f"ACT/REVISE budgets must be <= env.action_len + 1 = {env.action_len + 1}")
   system = _fixed(codec.encode(agent.system.format(instructions=env.instructions)))
   feedback_header = _fixed(codec.encode(agent.feedback_header))
-  feedback_len = feedback_header.size + env.obs_len
-  turn_len = sum(int(headers[s].size) + budgets[s] for s in budgets) + feedback_len
+  feedback_len = int(feedback_header.length) + env.obs_len
+  turn_len = sum(header_slots(headers[s]) + budgets[s] for s in budgets) + feedback_len
   verdict_ids = (_single_token(codec, agent.verdict_accept, "verdict_accept"),
                  _single_token(codec, agent.verdict_revise, "verdict_revise"))
   if verdict_ids[0] == verdict_ids[1]:
     raise ValueError("verdict_accept and verdict_revise must be different tokens")
   return Layout(agent, env, headers, budgets, system, feedback_header,
                 _single_token(codec, agent.stop, "stop"), verdict_ids,
-                prompt_len=system.size + feedback_len, feedback_len=feedback_len, turn_len=turn_len)
+                prompt_len=int(system.length) + feedback_len, feedback_len=feedback_len, turn_len=turn_len)
+
+
+def header_slots(header: Tokens) -> int:
+  """Slots a forced header takes: none when it is empty (no forward is run for it)."""
+  return int(header.size) if int(header.length) else 0
 
 
 def _fixed(ids: np.ndarray) -> Tokens:

@@ -24,13 +24,14 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jax.sharding import Mesh
 
 from jarl import algos, sharding
 from jarl.models import LM, lora
-from jarl.rollout import gather_logprobs, source_slots
+from jarl.rollout import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -145,17 +146,42 @@ def skipped_updates(state: TrainState) -> Array:
   return state.opt_state.total_notfinite
 
 
-def _policy_logits(lm: LM, params, batch) -> tuple[Array, Array | None]:
-  out = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"])
-  return (out[0], out[1]) if lm.kind == "policy_value" else (out[0], None)
+def _policy_outputs(lm: LM, params, batch, slots) -> tuple[Array, Array, Array | None]:
+  """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
+
+  The token in slot s was sampled from the logits of the row's last valid slot before s
+  (`source_slots`). `slots` (static columns, `Layout.policy_slots`) limits the output
+  head to the P slots that can hold sampled tokens; None means every slot (P = T).
+  """
+  tokens_BxT, positions_BxT, valid_BxT = batch["tokens"], batch["positions"], batch["valid"]
+  src_BxP = source_slots(valid_BxT)
+  tokens_BxP = tokens_BxT
+  if slots is not None:
+    src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
+  values_BxP = None
+  if lm.kind == "policy_value":
+    logits_BxTxV, values_BxT, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT)
+    logits_BxPxV = jnp.take_along_axis(logits_BxTxV, src_BxP[..., None], axis=1)
+    values_BxP = jnp.take_along_axis(values_BxT, src_BxP, axis=1)
+  else:
+    h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
+    logits_BxPxV = lm.apply(params, jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1), method="logits")
+  logits_BxPxV = logits_BxPxV.astype(jnp.float32)
+  logp_BxP = jnp.take_along_axis(jax.nn.log_softmax(logits_BxPxV), tokens_BxP[..., None], axis=-1)[..., 0]
+  return logp_BxP, algos.entropy_from_logits(logits_BxPxV), values_BxP
 
 
 def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
   return (x_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1)
 
 
-def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -> Callable:
-  """`update(state, traj) -> (state, metrics)`, pure; jit it (make_iteration does)."""
+def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
+                policy_slots: np.ndarray | None = None) -> Callable:
+  """`update(state, traj) -> (state, metrics)`, pure; jit it (make_iteration does).
+
+  `policy_slots` (`Layout.policy_slots`): compute the output head and the loss only at
+  the columns that can hold sampled tokens (the same update, less work); None: all slots.
+  """
   if algo.needs_critic and lm.kind != "policy_value":
     raise ValueError(f"advantage {algo.advantage!r} needs a value head: use a 'policy_value' model "
                      "(jarl.models.with_value_head)")
@@ -166,20 +192,17 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
   token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
 
   def loss_fn(params, mb, weight):
-    logits_BxTxV, values_BxT = _policy_logits(lm, params, mb)
+    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots)
     mask = mb["loss_mask"]
-    logp_BxT = gather_logprobs(logits_BxTxV, mb["tokens"], mb["valid"], mask)
-    loss, metrics = policy_loss(logp_BxT, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
-    src_BxT = source_slots(mb["valid"])
-    entropy_BxT = jnp.take_along_axis(algos.entropy_from_logits(logits_BxTxV), src_BxT, axis=1)
-    metrics["entropy"] = _masked_mean(entropy_BxT, mask)
+    logp_BxP = jnp.where(mask, logp_BxP, 0.0)
+    loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
+    metrics["entropy"] = _masked_mean(entropy_BxP, mask)
     loss = loss - algo.entropy_coef * metrics["entropy"]
     if mb.get("ref_logprob") is not None:
-      metrics["kl"] = _masked_mean(kl_fn(logp_BxT, mb["ref_logprob"]), mask)
+      metrics["kl"] = _masked_mean(kl_fn(logp_BxP, mb["ref_logprob"]), mask)
       loss = loss + algo.kl_coef * metrics["kl"]
-    if values_BxT is not None and algo.needs_critic:
-      v_BxT = jnp.take_along_axis(values_BxT, src_BxT, axis=1)
-      metrics["value_loss"], _ = algos.value_loss(v_BxT, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
+    if values_BxP is not None and algo.needs_critic:
+      metrics["value_loss"], _ = algos.value_loss(values_BxP, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
       loss = loss + algo.value_coef * metrics["value_loss"]
     return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
 
@@ -212,9 +235,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
                  old_logprob=traj.logprob)
     metrics = {}
     values_BxT = None
-    if algo.needs_critic:
-      _, values_BxT = _policy_logits(lm, state.params, batch)
-      values_BxT = jnp.take_along_axis(values_BxT, source_slots(traj.valid), axis=1)
+    if algo.needs_critic:  # the estimator reads values at every slot
+      values_BxT = jax.lax.stop_gradient(_policy_outputs(lm, state.params, batch, None)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
     batch["advantage"] = estimate.adv_BxT
     if algo.needs_critic:
@@ -223,10 +245,12 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int) -
     metrics["zero_variance_fraction"] = stats["zero_variance_fraction"]
     if algo.filter_zero_variance:
       batch["loss_mask"] = batch["loss_mask"] & ~stats["zero_variance_B"][:, None]
+    if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
+      batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
     if ref_params is not None:
-      ref_logits, _ = _policy_logits(lm, ref_params, batch)
-      batch["ref_logprob"] = gather_logprobs(ref_logits, traj.tokens, traj.valid, traj.loss_mask)
+      ref_logp_BxP = _policy_outputs(lm, ref_params, batch, policy_slots)[0]
+      batch["ref_logprob"] = jnp.where(batch["loss_mask"], ref_logp_BxP, 0.0)
 
     B = traj.tokens.shape[0]
     if B % algo.minibatches:
@@ -283,8 +307,7 @@ def make_sft_step(lm: LM, optim: OptimConfig, mesh: Mesh | None = None) -> Calla
     layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
 
   def loss_fn(params, batch):
-    logits_BxTxV, _ = _policy_logits(lm, params, batch)
-    logp_BxT = gather_logprobs(logits_BxTxV, batch["tokens"], batch["valid"], batch["loss_mask"])
+    logp_BxT = _policy_outputs(lm, params, batch, None)[0]  # unused outputs are compiled away
     return -_masked_mean(logp_BxT, batch["loss_mask"])
 
   def step(params, opt_state, batch):

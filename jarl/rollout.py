@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 
 from jarl import sharding
-from jarl.agent import AgentConfig, Layout, Segment, make_layout
+from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
@@ -121,6 +121,8 @@ class Runner:
 
   def segment(self, params, c, segment, turn, live_B, key, allowed=None):
     header = self.layout.headers[segment]
+    if not header_slots(header):
+      return self.sampled(params, c, segment, turn, live_B, key, allowed)
     batched = Tokens(jnp.broadcast_to(header.ids, live_B.shape + header.ids.shape),
                      jnp.broadcast_to(header.length, live_B.shape))
     c = self.forced(params, c, batched, segment, turn, live_B)
@@ -169,7 +171,9 @@ class Runner:
     """Add the turn's reward at each row's last policy slot, then force the next obs of rows still playing."""
     B = still_B.shape[0]
     c = c.replace(buf=dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B)))
-    return self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B)
+    last = turn == self.layout.env.max_turns - 1  # every episode has ended: no slots for a last observation
+    return jax.lax.cond(last, lambda c: c,
+                        lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
 
 
 def turn_keys(key) -> dict:

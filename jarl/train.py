@@ -180,8 +180,9 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
 
   rollout = config.rollout
   collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
-  iteration = learner.make_iteration(collect, learner.make_update(run.lm, run.algo, run.optim, rollout.group_size),
-                                     shardings)
+  update = learner.make_update(run.lm, run.algo, run.optim, rollout.group_size,
+                               policy_slots=make_layout(run.agent, run.env).policy_slots)
+  iteration = learner.make_iteration(collect, update, shardings)
   schedule = learner.make_schedule(run.optim)
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))

@@ -39,6 +39,19 @@ def test_microbatches_give_the_full_batch_update(setup):
   np.testing.assert_allclose(m1["policy/grad_norm"], m4["policy/grad_norm"], rtol=1e-4)
 
 
+@pytest.mark.parametrize("algo", [dict(), dict(kl_coef=0.1, entropy_coef=0.01, microbatches=2)])
+def test_policy_slots_give_the_same_update(setup, algo):
+  lm, traj = setup
+  slots = make_layout(AGENT, ENV).policy_slots
+  assert not np.asarray(traj.loss_mask)[:, np.setdiff1d(np.arange(traj.tokens.shape[1]), slots)].any()
+  state = learner.init_state(lm, OPTIM, reference=algo.get("kl_coef", 0) > 0)
+  algo = learner.AlgoConfig(**algo)
+  full = jax.jit(learner.make_update(lm, algo, OPTIM, group_size=4))(state, traj)
+  sliced = jax.jit(learner.make_update(lm, algo, OPTIM, group_size=4, policy_slots=slots))(state, traj)
+  chex.assert_trees_all_close(full[0].params, sliced[0].params, atol=1e-6)
+  chex.assert_trees_all_close(full[1], sliced[1], rtol=1e-4, atol=1e-6)
+
+
 def test_non_finite_gradients_skip_the_update(setup):
   lm, traj = setup
   bad = traj.replace(logprob=traj.logprob.at[0, :].set(jnp.nan))
