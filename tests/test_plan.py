@@ -18,7 +18,6 @@ import plan as plan_config  # noqa: E402
 import quickstart  # noqa: E402
 
 V, D, L, H, K, Dh, F = 32000, 512, 8, 8, 4, 64, 1408  # the "small" preset
-B = 8 * 4  # quickstart rollout rows
 
 
 def _config(**mesh):
@@ -36,6 +35,7 @@ def _slots(c):
 
 def test_small_preset_by_hand():
   c = _config()
+  B = c.rollout.n_tasks * c.rollout.group_size
   p = plan.plan(c)
   n_params = 2 * V * D + L * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F + 2 * D) + D
   assert p["params"] == 4 * n_params
