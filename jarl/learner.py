@@ -29,7 +29,7 @@ import optax
 
 from jax.sharding import Mesh
 
-from jarl import algos, sharding
+from jarl import algos, safety, sharding
 from jarl.models import LM, lora
 from jarl.rollout import source_slots
 from jarl.types import Trajectory
@@ -69,6 +69,8 @@ class AlgoConfig:
   value_coef: float = 0.5  # used when the advantage needs a critic
   value_clip: float = 0.2
   filter_zero_variance: bool = False
+  cost_budget: float | None = None  # max expected episode cost (env info["cost"]); None: unconstrained
+  lagrange_lr: float = 0.05  # dual ascent step of the cost multiplier (jarl.safety)
   epochs: int = 1
   minibatches: int = 1
   microbatches: int = 1
@@ -80,6 +82,9 @@ class AlgoConfig:
     for name in ("epochs", "minibatches", "microbatches"):
       if getattr(self, name) < 1:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
+      raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
+                       f"{self.lagrange_lr}")
 
   @property
   def needs_critic(self) -> bool:
@@ -93,6 +98,7 @@ class TrainState:
   ref_params: Any  # frozen reference policy (None without a KL term, and with LoRA)
   step: Array
   rng: Array  # raw uint32 key data (checkpointable)
+  lagrange: Array  # the cost multiplier (jarl.safety); stays 0 without a cost budget
 
   def key(self) -> Array:
     return jax.random.wrap_key_data(self.rng)
@@ -121,13 +127,14 @@ def _stores_reference(lm: LM, reference: bool) -> bool:
   return reference and lm.lora is None  # with LoRA the reference is the base: lora.adapters_off(params)
 
 
-def init_state(lm: LM, optim: OptimConfig, seed: int = 0, reference: bool = False) -> TrainState:
+def init_state(lm: LM, optim: OptimConfig, seed: int = 0, reference: bool = False,
+               lagrange: float = 0.0) -> TrainState:
   """Optimizer state (for the trainable params only) is created by jit from the (possibly
   sharded) params and inherits their layout."""
   opt_state = jax.jit(make_optimizer(optim).init)(lora.split(lm, lm.params)[0])
   ref = jax.tree.map(jnp.copy, lm.params) if _stores_reference(lm, reference) else None
   return TrainState(lm.params, opt_state, ref, jnp.zeros((), jnp.int32),
-                    jax.random.key_data(jax.random.key(seed)))
+                    jax.random.key_data(jax.random.key(seed)), jnp.asarray(lagrange, jnp.float32))
 
 
 def state_shardings(lm: LM, optim: OptimConfig, mesh: Mesh, reference: bool = False) -> TrainState:
@@ -139,7 +146,8 @@ def state_shardings(lm: LM, optim: OptimConfig, mesh: Mesh, reference: bool = Fa
   trainable = lora.split(lm, lm.params)[0]
   opt = optax.tree_map_params(tx, lambda _, sh: sh, jax.eval_shape(tx.init, trainable), lora.split(lm, params)[0],
                               transform_non_params=lambda _: replicated)
-  return TrainState(params, opt, params if _stores_reference(lm, reference) else None, replicated, replicated)
+  return TrainState(params, opt, params if _stores_reference(lm, reference) else None, replicated, replicated,
+                    replicated)
 
 
 def skipped_updates(state: TrainState) -> Array:
@@ -233,7 +241,12 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   def update(state: TrainState, traj: Trajectory):
     batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid, loss_mask=traj.loss_mask,
                  old_logprob=traj.logprob)
-    metrics = {}
+    metrics, lagrange = {}, state.lagrange
+    if algo.cost_budget is not None:  # the policy trains on r - lam * c; lam takes a dual step below
+      episode_cost_B = safety.turn_costs(traj).sum(1)
+      traj = safety.penalize(traj, lagrange)
+      lagrange = safety.dual_step(lagrange, episode_cost_B, algo.cost_budget, algo.lagrange_lr)
+      metrics.update(lagrange=state.lagrange, cost_over_budget=episode_cost_B.mean() - algo.cost_budget)
     values_BxT = None
     if algo.needs_critic:  # the estimator reads values at every slot
       values_BxT = jax.lax.stop_gradient(_policy_outputs(lm, state.params, batch, None)[2])
@@ -268,7 +281,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     metrics.update(jax.tree.map(jnp.mean, step_metrics))
     metrics["skipped_updates"] = opt_state.total_notfinite
     metrics = {f"policy/{k}": v for k, v in metrics.items()}
-    return state.replace(params=params, opt_state=opt_state, step=state.step + 1), metrics
+    return state.replace(params=params, opt_state=opt_state, step=state.step + 1, lagrange=lagrange), metrics
 
   return update
 
@@ -277,7 +290,8 @@ def rollout_metrics(traj: Trajectory) -> dict:
   ep = traj.episode
   return {"episode/return": ep["return_"].mean(), "episode/success": ep["success"].mean(),
           "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
-          "episode/response_tokens": ep["tokens"].mean()}
+          "episode/response_tokens": ep["tokens"].mean(),
+          **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {})}
 
 
 def make_iteration(collect: Callable, update: Callable, shardings: TrainState | None = None,

@@ -191,6 +191,8 @@ def trajectory(buf: dict, rec: dict) -> Trajectory:
       turns=n_turns,
       valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
       tokens=buf["loss_mask"].sum(1))
+  if "cost" in rec["info"]:  # constrained RL (jarl.safety): the episode's summed per-step cost
+    episode["cost"] = jnp.where(live, rec["info"]["cost"], 0.0).sum(1)
   return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
                     truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode)
 

@@ -69,6 +69,13 @@ class TextEnv(abc.ABC):
   def render(self, state: Any) -> str:
     """Host side: a human-readable picture of one unbatched state."""
 
+  def forbidden(self, state: Any, action: Tokens) -> jax.Array:
+    """In graph: True if the action must not be carried out (for the action guard, `jarl.envs.shield`).
+
+    Envs with rules to guard override this; the base class has none.
+    """
+    raise NotImplementedError(f"{type(self).__name__} defines no forbidden actions")
+
   def action_tokens(self, text: str) -> Tokens:
     """Host side: an action string as a padded Tokens buffer of size action_len."""
     return self.codec.tokens(text, self.action_len)
@@ -135,14 +142,22 @@ def registered() -> list[str]:
   return sorted(_REGISTRY)
 
 
-def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = None, **kwargs) -> TextEnv:
-  """An environment by name: `make("frozenlake", size=4)`; byte tokenizer by default."""
+def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = None, guard: bool = False,
+         **kwargs) -> TextEnv:
+  """An environment by name: `make("frozenlake", size=4)`; byte tokenizer by default.
+
+  `guard=True` wraps it in the action guard (`jarl.envs.shield.Shield`): forbidden actions are blocked.
+  """
   _import_builtin_envs()
   if name not in _REGISTRY:
     raise ValueError(f"unknown environment {name!r}; available: {sorted(_REGISTRY)}")
   if codec is None:
     codec = Codec.from_tokenizer(tokenizer or ByteTokenizer())
-  return _REGISTRY[name](codec, **kwargs)
+  env = _REGISTRY[name](codec, **kwargs)
+  if guard:
+    from jarl.envs.shield import Shield
+    env = Shield(env)
+  return env
 
 
 def _import_builtin_envs() -> None:

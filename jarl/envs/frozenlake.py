@@ -17,7 +17,8 @@ A move off the board leaves the player in place (still a valid action). With
 
 Reward: 1 on reaching G (terminated, success); stepping into a hole terminates with reward 0,
 success False and info["cost"] = 1.0 (0.0 on every other step, for constrained RL). Otherwise
-truncated after `max_turns`.
+truncated after `max_turns`. `forbidden` (moves into a hole) lets the action guard
+(`make("frozenlake", guard=True)`, `jarl.envs.shield`) block them.
 
 Sizes (kwargs): size=4, hole_prob=0.25, max_turns=2 * size * size (32), action_len=8;
 obs_len = size * (size + 1) - 1 (19 with the defaults). The host expert walks a BFS
@@ -111,6 +112,12 @@ class FrozenLake(TextEnv):
     info = dict(valid_action=valid, success=goal, cost=hole.astype(jnp.float32))
     truncated = ~terminated & (state.turn >= self.max_turns)
     return state, self._obs(state), goal.astype(jnp.float32), terminated, truncated, info
+
+  def forbidden(self, state: LakeState, action: Tokens) -> Array:
+    """The action guard's rule: a move into a hole (judged before any slip)."""
+    direction = grid.parse_move(self.codec, action, self.moves)
+    nxt = grid.shift(state.pos, jnp.maximum(direction, 0))
+    return (direction >= 0) & grid.inside(nxt, (self.size, self.size)) & grid.at(state.holes_HxW, nxt)
 
   def _obs(self, state: LakeState) -> Tokens:
     codes = jnp.where(state.holes_HxW, HOLE, FROZEN)
