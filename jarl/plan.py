@@ -3,7 +3,8 @@
     jarl plan --config configs/plan.py                       # a 7B-class policy with LoRA on one H100
     jarl plan --config configs/quickstart.py --device=v5e    # or --device_memory_gb=16
 
-Nothing is allocated and no weights are read (`model.hf_path` reads config.json only):
+Nothing is allocated and no weights are read (`model.hf_path` reads config.json only, and
+nothing when `model.preset` names its architecture and hf_path is not a local directory):
 param and optimizer shapes come from `jax.eval_shape`, sharded by the logical-axis rules
 over the config's mesh, so a 7B plan is instant on a laptop. Per device:
 
@@ -29,6 +30,11 @@ the buffers plus the larger of the rollout and the update phase. The device memo
 `--device_memory_gb` / `plan.device_memory_gb`, a kind from DEVICE_MEMORY_GB
 (`--device` / `plan.device`), or the local accelerator's (memory_stats, else its kind).
 `jarl train` runs `check` first and stops before building anything if it will not fit.
+The mesh is laid over `plan.n_devices` devices when given (a slice planned from a laptop),
+else over this machine's (`jarl train` always uses the devices it runs on).
+Slots are counted with `plan.tokenizer` when given (else `tokenizer`): "byte" needs no
+download and spends a slot per byte, an upper bound for byte-level BPE tokenizers (Qwen,
+Llama 3), so a plan that fits with it fits with the real tokenizer.
 """
 
 from __future__ import annotations
@@ -142,24 +148,45 @@ def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None,
   return (None, local.device_kind) if kind is None else (DEVICE_MEMORY_GB[kind] * GiB, kind)
 
 
+def model_dtypes(section: dict) -> dict:
+  """`model.dtype` (compute and params) and `model.param_dtype` (params only) as ModelConfig fields."""
+  dtype = section.get("dtype")
+  param_dtype = section.get("param_dtype") or dtype
+  return {**({"dtype": dtype} if dtype else {}), **({"param_dtype": param_dtype} if param_dtype else {})}
+
+
+def preset_config(section) -> models.ModelConfig:
+  """`model.preset` with `model.overrides` and the dtypes: what a run without hf_path builds."""
+  section = dict(section)
+  return models.preset(section["preset"], **{**dict(section.get("overrides") or {}), **model_dtypes(section)})
+
+
 def model_config(section) -> models.ModelConfig:
-  """The config's ModelConfig: a preset with overrides, or `hf_path`'s config.json (no weights)."""
+  """The config's ModelConfig, from shapes alone (no weights are read).
+
+  `hf_path` a local directory: its config.json. Else `preset` when given: it stands in for
+  the hub checkpoint (nothing downloaded; `jarl train` checks the checkpoint against it).
+  Else `hf_path`'s config.json from the hub.
+  """
   section = dict(section)
   if not section.get("hf_path"):
-    return models.preset(section["preset"], **dict(section.get("overrides") or {}))
+    return preset_config(section)
   path = pathlib.Path(section["hf_path"]).expanduser()
   if not path.is_dir():
+    if section.get("preset"):
+      return preset_config(section)
     from huggingface_hub import hf_hub_download
     path = pathlib.Path(hf_hub_download(section["hf_path"], "config.json")).parent
-  dtype = section.get("dtype")
-  return models.config_from_hf(json.loads((path / "config.json").read_text()),
-                               **({"dtype": dtype, "param_dtype": dtype} if dtype else {}))
+  return models.config_from_hf(json.loads((path / "config.json").read_text()), **model_dtypes(section))
 
 
 def _mesh(section, n_devices: int) -> AbstractMesh:
   shape = dict(dict(data=-1, fsdp=1, tensor=1), **dict(section or {}))
   known = math.prod(v for v in shape.values() if v != -1)
   sizes = tuple(n_devices // known if shape[a] == -1 else shape[a] for a in sharding.MESH_AXES)
+  if min(sizes) < 1 or (-1 in shape.values() and n_devices % known):
+    raise ValueError(f"mesh {shape} does not fit {n_devices} devices; plan for the run's device count with "
+                     "--config.plan.n_devices=N")
   return AbstractMesh(sizes, sharding.MESH_AXES)
 
 
@@ -184,7 +211,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   kind = "policy_value" if algo.needs_critic else "lm"
   graphdef, shapes, axes = (lora.abstract(cfg, kind, adapters) if adapters.rank else models.abstract(cfg, kind))
   handle = models.LM(cfg, kind, graphdef, shapes, axes, lora=adapters if adapters.rank else None)
-  mesh = _mesh(config.get("mesh"), n_devices or jax.device_count())
+  mesh = _mesh(config.get("mesh"), n_devices or section.get("n_devices") or jax.device_count())
   data, tensor = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
   specs = handle.param_specs()
   trainable, trainable_specs = lora.split(handle, shapes)[0], lora.split(handle, specs)[0]
@@ -197,7 +224,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       transform_non_params=lambda x: x.size * x.dtype.itemsize)
   reference = params if algo.kl_coef > 0 and handle.lora is None else 0
 
-  env = envs.make(config.env.name, tokenizer=load_tokenizer(config.tokenizer), **dict(config.env.kwargs))
+  tokenizer = load_tokenizer(section.get("tokenizer") or config.tokenizer)
+  env = envs.make(config.env.name, tokenizer=tokenizer, **dict(config.env.kwargs))
   layout = make_layout(AgentConfig(**dict(config.agent)), env)
   B, T = config.rollout.n_tasks * config.rollout.group_size, layout.total_len
   cache = jax.eval_shape(lambda: KVCache.init(cfg, B, T))
@@ -245,7 +273,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
 
 def check(config: ml_collections.ConfigDict) -> Plan:
   """The plan; a ValueError naming the biggest items when the known device memory is too small."""
-  result = plan(config)
+  result = plan(config, n_devices=jax.device_count())  # the devices the run has, whatever plan.n_devices says
   if result.fits is False:
     raise ValueError(result.refusal())
   return result

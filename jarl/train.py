@@ -68,6 +68,23 @@ def _dataclass(cls, section: ml_collections.ConfigDict | dict, **extra):
   return cls(**values, **extra)
 
 
+def load_pretrained(model_cfg: dict, mesh) -> models.LM:
+  """`model.hf_path`'s weights in `model.param_dtype` (else `model.dtype`), computing in `model.dtype`;
+  with `model.preset` too, a ValueError naming every field where the checkpoint differs from it."""
+  dtypes = plan.model_dtypes(model_cfg)
+  lm = models.from_pretrained(model_cfg["hf_path"], dtype=dtypes.get("param_dtype"), mesh=mesh)
+  if dtypes.get("dtype", lm.config.dtype) != lm.config.dtype:  # mixed precision: same params, new graph
+    cfg = lm.config.replace(dtype=dtypes["dtype"])
+    lm = lm.replace(config=cfg, graphdef=models.abstract(cfg, lm.kind)[0])
+  if model_cfg.get("preset"):
+    wrong = models.config.differences(plan.preset_config(model_cfg), lm.config)
+    if wrong:
+      raise ValueError(f"model.hf_path={model_cfg['hf_path']!r} is not the architecture of model.preset="
+                       f"{model_cfg['preset']!r} (that `jarl plan` planned with); preset vs checkpoint: "
+                       + "; ".join(wrong) + ". Fix or drop model.preset.")
+  return lm
+
+
 def build(config: ml_collections.ConfigDict) -> Run:
   """Everything a run needs, from the config (errors for bad names come from here)."""
   tokenizer = load_tokenizer(config.tokenizer)
@@ -79,10 +96,9 @@ def build(config: ml_collections.ConfigDict) -> Run:
   mesh = sharding.mesh_from_config(config.mesh)
   model_cfg = dict(config.model)
   if model_cfg.get("hf_path"):
-    lm = models.from_pretrained(model_cfg["hf_path"], dtype=model_cfg.get("dtype"), mesh=mesh)
+    lm = load_pretrained(model_cfg, mesh)
   else:
-    lm = models.create(models.preset(model_cfg.pop("preset"), **model_cfg.get("overrides", {})),
-                       seed=config.seed, mesh=mesh)
+    lm = models.create(plan.preset_config(model_cfg), seed=config.seed, mesh=mesh)
   if lm.config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
   if algo.needs_critic:

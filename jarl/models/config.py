@@ -6,6 +6,11 @@ Families differ only by switches on this config:
   qwen3  — llama + RMSNorm on q and k per head, head_dim set explicitly.
 
 The HF config.json mapping lives in `hf.py` (`config_from_hf`, `config_to_hf`).
+
+Presets: `tiny` and `small` for tests and laptops, and the exact architectures of real
+checkpoints (`qwen2.5-7b`, `qwen3-8b`, ...): their config.json shapes (max_seq_len: the
+instruct / post-trained release's), float32 unless a dtype is given, so that a memory plan
+needs no download. `jarl train` loads the weights themselves from `model.hf_path`.
 """
 
 from __future__ import annotations
@@ -110,8 +115,36 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+_QWEN2 = dict(family="qwen2", qkv_bias=True, rope_theta=1e6, rms_norm_eps=1e-6, max_seq_len=32768)
+_QWEN3 = dict(family="qwen3", qk_norm=True, head_dim=128, rope_theta=1e6, rms_norm_eps=1e-6, max_seq_len=40960)
+# name: (vocab_size, d_model, n_layers, n_heads, n_kv_heads, mlp_dim, tie_embeddings, family switches);
+# from each hub repo's config.json (Qwen/Qwen2.5-*-Instruct, Qwen/Qwen3-*).
+_REAL = {
+    "qwen2.5-0.5b": (151936, 896, 24, 14, 2, 4864, True, _QWEN2),
+    "qwen2.5-1.5b": (151936, 1536, 28, 12, 2, 8960, True, _QWEN2),
+    "qwen2.5-3b": (151936, 2048, 36, 16, 2, 11008, True, _QWEN2),
+    "qwen2.5-7b": (152064, 3584, 28, 28, 4, 18944, False, _QWEN2),
+    "qwen3-0.6b": (151936, 1024, 28, 16, 8, 3072, True, _QWEN3),
+    "qwen3-1.7b": (151936, 2048, 28, 16, 8, 6144, True, _QWEN3),
+    "qwen3-4b": (151936, 2560, 36, 32, 8, 9728, True, _QWEN3),
+    "qwen3-8b": (151936, 4096, 36, 32, 8, 12288, False, _QWEN3),
+}
+PRESETS.update({name: ModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=H, n_kv_heads=K, mlp_dim=F,
+                                  tie_embeddings=tied, **family)
+                for name, (V, D, L, H, K, F, tied, family) in _REAL.items()})
+# Fields that may differ between a preset and the checkpoint it stands for (see `differences`).
+NOT_ARCHITECTURE = ("dtype", "param_dtype", "max_seq_len")
+
+
 def preset(name: str, **overrides) -> ModelConfig:
   """A built-in config by name, with optional field overrides."""
   if name not in PRESETS:
     raise ValueError(f"unknown model preset {name!r}; available: {sorted(PRESETS)}")
   return PRESETS[name].replace(**overrides)
+
+
+def differences(expected: ModelConfig, got: ModelConfig, ignore=NOT_ARCHITECTURE) -> list[str]:
+  """'field: expected vs got' for every field (but `ignore`) where two configs disagree."""
+  return [f"{f.name}: {getattr(expected, f.name)!r} vs {getattr(got, f.name)!r}"
+          for f in dataclasses.fields(ModelConfig)
+          if f.name not in ignore and getattr(expected, f.name) != getattr(got, f.name)]
