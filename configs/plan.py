@@ -5,10 +5,10 @@
     jarl plan --config configs/quickstart.py --device=v5e
 
 Expect: params 14.3 GiB, optimizer state 0.3 GiB (Adam moments of the 40M adapter params
-only), no reference copy, peak 66.8 GiB of 80 GiB -> fits; update activations (33 GiB, no
-rematerialisation) and the full-batch reference logits (18.9 GiB) are the big items. With
+only), no reference copy, peak 63.8 GiB of 80 GiB -> fits; update activations (31.0 GiB, no
+rematerialisation) and the full-batch reference logits (17.9 GiB) are the big items. With
 rank 0 the optimizer state (28.4 GiB), gradients (28.4 GiB) and the KL reference copy of all
-7.6B params join them: peak 132.9 GiB, refused (exit 1), naming the biggest items and what
+7.6B params join them: peak 130.1 GiB, refused (exit 1), naming the biggest items and what
 to change. Shapes only: nothing is
 allocated and the run is instant on a laptop. The model is randomly initialised and the
 tokenizer is bytes: load real weights with `model.hf_path` (only config.json is read to plan).
