@@ -100,8 +100,8 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True)
 class Result:
-  """`status`: "ok", "error" (the snippet raised; `output` ends with the error), "timeout", or
-  "killed" (a signal, e.g. the CPU limit); `output` is its (capped) stdout and stderr."""
+  """`status`: "ok", "error" (the snippet raised; `output` ends with the error), "timeout" (the
+  wall-clock or the CPU limit), or "killed" (another signal); `output` is its (capped) stdout and stderr."""
   status: str
   output: str
 
@@ -122,6 +122,8 @@ def run_python(code: str, limits: Limits = Limits()) -> Result:
       try:
         child.communicate(code.encode("utf-8", "replace"), timeout=limits.wall_s)
         status = "ok" if child.returncode == 0 else "error" if child.returncode > 0 else "killed"
+        if child.returncode == -signal.SIGXCPU:  # the CPU limit: a timeout too, whichever limit came first
+          status = "cpu_timeout"
       except subprocess.TimeoutExpired:  # not reaped yet, so the group id is still the child's own
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
@@ -135,6 +137,9 @@ def run_python(code: str, limits: Limits = Limits()) -> Result:
     lines[0] += " [output cut]"
   if status == "timeout":
     lines.append(f"TimeoutError: no result after {limits.wall_s:g} s")
+  elif status == "cpu_timeout":
+    status = "timeout"
+    lines.append(f"TimeoutError: CPU time limit of {limits.cpu_s} s")
   elif status == "killed":
     lines.append(f"killed by signal {signal.Signals(-child.returncode).name}")
   return Result(status, "\n".join(line for line in lines if line))
