@@ -2,7 +2,7 @@
 
     state = init_state(lm, OptimConfig(lr=1e-4), reference=True)
     update = make_update(lm, algo, optim, group_size=8)      # (state, traj) -> (state, metrics)
-    iteration = make_iteration(lm, collect, update)          # (state) -> (state, metrics): rollout + update, ONE jit
+    iteration = make_iteration(collect, update)              # state -> (state, metrics, traj): rollout + update, ONE jit
 
 The update: advantages from the registered estimator (values from the value head for
 critic-based estimators), reference log-probs for the KL term, then `epochs` passes over
@@ -30,6 +30,8 @@ import optax
 from jax.sharding import Mesh
 
 from jarl import algos, safety, sharding
+from jarl.agent import POLICY_SEGMENTS, Segment
+from jarl.algos import credit
 from jarl.models import LM, lora
 from jarl.rollout import source_slots
 from jarl.types import Trajectory
@@ -69,6 +71,10 @@ class AlgoConfig:
   value_coef: float = 0.5  # used when the advantage needs a critic
   value_clip: float = 0.2
   filter_zero_variance: bool = False
+  # Per-segment credit (jarl.algos.credit): {segment: credit name or {name=..., **hparams}}, e.g.
+  # {"verdict": "counterfactual", "revise": {"name": "score", "alpha": 1.0}}; normalised to
+  # ((segment, name, ((hparam, value), ...)), ...). Segments not named keep `advantage`'s.
+  segment_credit: tuple = ()
   cost_budget: float | None = None  # max expected episode cost (env info["cost"]); None: unconstrained
   lagrange_lr: float = 0.05  # dual ascent step of the cost multiplier (jarl.safety)
   epochs: int = 1
@@ -82,6 +88,7 @@ class AlgoConfig:
     for name in ("epochs", "minibatches", "microbatches"):
       if getattr(self, name) < 1:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
+    object.__setattr__(self, "segment_credit", _credit_spec(self.segment_credit))
     if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
       raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
                        f"{self.lagrange_lr}")
@@ -89,6 +96,27 @@ class AlgoConfig:
   @property
   def needs_critic(self) -> bool:
     return self.advantage in CRITIC_ESTIMATORS
+
+
+def _credit_spec(spec) -> tuple:
+  """{segment: name | {name, **hparams}} (or its sorted-items tuple) -> ((segment, name, hparams), ...), checked."""
+  out = []
+  for item in (spec.items() if isinstance(spec, dict) else spec):
+    segment, choice = item[0], item[1]
+    if len(item) == 3:  # already normalised
+      name, hparams = item[1], item[2]
+    elif isinstance(choice, str):
+      name, hparams = choice, ()
+    else:
+      hparams = dict(choice)
+      name = hparams.pop("name", None)
+      hparams = tuple(sorted(hparams.items()))
+    policy = [s.name.lower() for s in POLICY_SEGMENTS]
+    if segment not in policy:
+      raise ValueError(f"segment_credit: unknown segment {segment!r}; policy segments: {policy}")
+    algos.get_credit(name)
+    out.append((segment, name, tuple(hparams)))
+  return tuple(sorted(out))
 
 
 @flax.struct.dataclass
@@ -251,13 +279,15 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     if algo.needs_critic:  # the estimator reads values at every slot
       values_BxT = jax.lax.stop_gradient(_policy_outputs(lm, state.params, batch, None)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
-    batch["advantage"] = estimate.adv_BxT
+    batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size)
     if algo.needs_critic:
       batch["old_value"], batch["returns"] = values_BxT, estimate.returns_BxT
     stats = algos.group_stats(algos.advantages.episode_returns(traj), group_size)
     metrics["zero_variance_fraction"] = stats["zero_variance_fraction"]
-    if algo.filter_zero_variance:
-      batch["loss_mask"] = batch["loss_mask"] & ~stats["zero_variance_B"][:, None]
+    if algo.filter_zero_variance:  # (segments with their own credit keep their tokens)
+      credited_BxT = jnp.isin(traj.segment, jnp.asarray([int(Segment[s.upper()]) for s, _, _ in algo.segment_credit],
+                                                        jnp.int32))
+      batch["loss_mask"] = batch["loss_mask"] & ~(stats["zero_variance_B"][:, None] & ~credited_BxT)
     if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
@@ -291,7 +321,8 @@ def rollout_metrics(traj: Trajectory) -> dict:
   return {"episode/return": ep["return_"].mean(), "episode/success": ep["success"].mean(),
           "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
           "episode/response_tokens": ep["tokens"].mean(),
-          **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {})}
+          **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
+          **({f"critique/{k}": v for k, v in credit.critique_metrics(traj).items()} if traj.attempts else {})}
 
 
 def make_iteration(collect: Callable, update: Callable, shardings: TrainState | None = None,

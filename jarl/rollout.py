@@ -101,8 +101,9 @@ class Runner:
       token_B = jnp.where(active_B, self.choose(logits_BxV, key), self.pad_id)
       raw_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(c.logits_BxV), token_B[:, None], 1)[:, 0]
       positions_B = c.next_pos_B
-      logits_Bx1xV, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache,
-                                          active_B[:, None])
+      h_Bx1xD, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache, active_B[:, None],
+                                     method="hidden")  # hidden + logits: plain and policy_value handles alike
+      logits_Bx1xV = self.lm.apply(params, h_Bx1xD, method="logits")
       buf = _write(c, dict(tokens=token_B[:, None], positions=jnp.where(active_B, positions_B, 0)[:, None],
                            valid=active_B[:, None], segment=jnp.where(active_B, int(segment), 0)[:, None],
                            turn=jnp.where(active_B, turn, 0)[:, None], loss_mask=active_B[:, None],
@@ -145,21 +146,31 @@ class Runner:
     return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
 
   def policy(self, params, c: Carry, turn, alive_B, keys: dict) -> tuple[Carry, Tokens, Array, dict]:
-    """One turn's policy segments: (carry, action [B, action_len], revise_B, sampled text per segment)."""
-    B, action_len = alive_B.shape[0], self.layout.env.action_len
+    """One turn's policy segments: (carry, action [B, action_len], revise_B, sampled text per segment).
+
+    With a critique, every live row samples a REVISE; rows whose verdict accepted drop
+    theirs from the context afterwards (`_drop`: a shadow revision, free since idle rows
+    compute anyway), so `texts[REVISE]` holds the counterfactual second attempt of every row.
+    """
+    B = alive_B.shape[0]
     texts, revise_B = {}, jnp.zeros((B,), bool)
     for seg in self.layout.segments:
-      live_B = alive_B & revise_B if seg == Segment.REVISE else alive_B
       allowed = self.layout.verdict_ids if seg == Segment.VERDICT else None
-      c, texts[seg] = self.segment(params, c, seg, turn, live_B, keys[seg.name.lower()], allowed)
+      before = c
+      c, texts[seg] = self.segment(params, c, seg, turn, alive_B, keys[seg.name.lower()], allowed)
       if seg == Segment.VERDICT:
         revise_B = alive_B & (texts[seg].ids[:, 0] == self.layout.verdict_ids[1])
-    action = _fit(texts[Segment.ACT], action_len, self.pad_id)
-    if self.revise_on:
-      revised = _fit(texts[Segment.REVISE], action_len, self.pad_id)
-      action = jax.tree.map(lambda r, a: jnp.where(revise_B.reshape((B,) + (1,) * (a.ndim - 1)), r, a),
-                            revised, action)
+      if seg == Segment.REVISE:
+        c = _drop(before, c, alive_B & ~revise_B)
+    first, revised = self.attempts(texts)
+    action = first if revised is None else _where(revise_B, revised, first)
     return c, action, revise_B, texts
+
+  def attempts(self, texts: dict) -> tuple[Tokens, Tokens | None]:
+    """The ACT and (with a critique) REVISE texts as env actions [B, action_len]."""
+    action_len = self.layout.env.action_len
+    first = _fit(texts[Segment.ACT], action_len, self.pad_id)
+    return first, _fit(texts[Segment.REVISE], action_len, self.pad_id) if self.revise_on else None
 
   def record(self, alive_B, reward_B, term_B, trunc_B, revise_B, info: dict) -> dict:
     """One turn's per-row record; rows that did not play it get reward 0, no end and verdict -1."""
@@ -174,6 +185,34 @@ class Runner:
     last = turn == self.layout.env.max_turns - 1  # every episode has ended: no slots for a last observation
     return jax.lax.cond(last, lambda c: c,
                         lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
+
+
+def _where(cond_B: Array, a, b):
+  """Per row: pytree a where cond_B, else b."""
+  return jax.tree.map(lambda x, y: jnp.where(cond_B.reshape(cond_B.shape + (1,) * (x.ndim - 1)), x, y), a, b)
+
+
+def _drop(before: Carry, after: Carry, drop_B: Array) -> Carry:
+  """Undo, for the rows in drop_B, what was written since `before`: their slots become idle
+  (invalid in the KV cache and the buffers) and their cursor state is restored."""
+  T = after.cache.length
+  slot_T = jnp.arange(T)
+  new_BxT = drop_B[:, None] & (slot_T >= before.cache.index) & (slot_T < after.cache.index)
+  buf = jax.tree.map(lambda old, x: jnp.where(new_BxT, old, x), before.buf, after.buf)  # old: never written
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~new_BxT)
+  kept = _where(drop_B, (before.logits_BxV, before.next_pos_B, before.last_policy_slot_B),
+                (after.logits_BxV, after.next_pos_B, after.last_policy_slot_B))
+  return after.replace(cache=cache, buf=buf, logits_BxV=kept[0], next_pos_B=kept[1], last_policy_slot_B=kept[2])
+
+
+def attempt_record(alive_B: Array, first: tuple, revised: tuple) -> dict:
+  """Per row, what the env answered to the first attempt (ACT) and to the revision (REVISE),
+  both stepped from the turn's state: reward and success (0 / False for rows not playing)."""
+  record = {}
+  for name, (_, _, reward_B, _, _, info) in (("first", first), ("revised", revised)):
+    record[f"{name}_reward"] = jnp.where(alive_B, reward_B, 0.0)
+    record[f"{name}_success"] = alive_B & info["success"]
+  return record
 
 
 def turn_keys(key) -> dict:
@@ -194,7 +233,8 @@ def trajectory(buf: dict, rec: dict) -> Trajectory:
   if "cost" in rec["info"]:  # constrained RL (jarl.safety): the episode's summed per-step cost
     episode["cost"] = jnp.where(live, rec["info"]["cost"], 0.0).sum(1)
   return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
-                    truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode)
+                    truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode,
+                    attempts=rec.get("attempts", {}))
 
 
 def _fit(toks: Tokens, size: int, pad_id: int) -> Tokens:
@@ -229,14 +269,21 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       c, state, alive_B = carry
       turn, key = xs
       keys = turn_keys(key)
-      c, action, revise_B, texts = runner.policy(params, c, turn, alive_B, keys)
+      c, _, revise_B, texts = runner.policy(params, c, turn, alive_B, keys)
       extra = {"plan": texts[Segment.PLAN]} if env.reads_plan and Segment.PLAN in texts else {}
+      step = jax.vmap(lambda s, a, k, **kw: env.step(s, a, k, **kw))
       env_keys = jax.random.split(keys["env"], B)
-      new_state, obs, reward_B, term_B, trunc_B, info = jax.vmap(
-          lambda s, a, k, **kw: env.step(s, a, k, **kw))(state, action, env_keys, **extra)
-      state = jax.tree.map(lambda n, o: jnp.where(alive_B.reshape((B,) + (1,) * (n.ndim - 1)), n, o),
-                           new_state, state)
+      first, revised = runner.attempts(texts)
+      out = step(state, first, env_keys, **extra)
+      if revised is not None:  # both branches from the same state and key: the verdict's counterfactual
+        out_revised = step(state, revised, env_keys, **extra)
+        attempts = attempt_record(alive_B, out, out_revised)
+        out = _where(revise_B, out_revised, out)
+      new_state, obs, reward_B, term_B, trunc_B, info = out
+      state = _where(alive_B, new_state, state)
       record = runner.record(alive_B, reward_B, term_B, trunc_B, revise_B, info)
+      if revised is not None:
+        record["attempts"] = attempts
       still_B = alive_B & ~(record["terminated"] | record["truncated"])
       c = runner.feedback(params, c, turn, obs, record["reward"], still_B)
       return (c, state, still_B), record

@@ -5,7 +5,9 @@ each out as the rollout would: system + first observation, then per turn the seg
 headers, the expert's text, the stop token, and the next observation. Loss is on the
 expert's ACT tokens (and PLAN tokens when its turns carry "plan_text"); segments the
 expert has no text for (CRITIQUE, VERDICT) are written with no loss, so the warm
-start does not bias them. Sequences are packed left-aligned, padded to `length`.
+start does not bias them. Optional revision examples (a wrong first attempt, then the
+expert's answer as the REVISE) teach the revision segment its job. Sequences are packed
+left-aligned, padded to `length`.
 """
 
 from __future__ import annotations
@@ -20,10 +22,14 @@ def _ids(tokens) -> list[int]:
   return np.asarray(tokens.ids)[:int(tokens.length)].tolist()
 
 
-def episode_tokens(layout: Layout, turns: list[dict]) -> tuple[list, list]:
+def episode_tokens(layout: Layout, turns: list[dict], wrong_first: list[str] | None = None) -> tuple[list, list]:
   """(token ids, loss flags) of one expert episode (turns from `TextEnv.expert_episode`).
 
   A turn may carry "plan_text" (envs with an expert planner); it fills the PLAN segment.
+  `wrong_first` (one text per turn; needs a critique): each turn shows that text as the
+  first attempt (no loss), the verdict "revise" (no loss), and the expert's action as the
+  REVISE (loss on): the warm start then teaches what a revision is for, and nothing about
+  when to revise.
   """
   codec = layout.env.codec
   tokens, loss = [], []
@@ -32,31 +38,49 @@ def episode_tokens(layout: Layout, turns: list[dict]) -> tuple[list, list]:
     tokens.extend(int(i) for i in ids)
     loss.extend([train] * len(ids))
 
+  if wrong_first is not None and Segment.REVISE not in layout.budgets:
+    raise ValueError("revision examples need a critique (AgentConfig.critique_budget > 0)")
   add(_ids(layout.system), False)
-  for turn in turns:
+  for n, turn in enumerate(turns):
     add(_ids(layout.feedback_header) + _ids(turn["obs"]), False)
+    revise = wrong_first is not None
     for seg in layout.segments:
-      if seg == Segment.REVISE:
+      if seg == Segment.REVISE and not revise:
         continue  # the expert accepts its own action
       add(_ids(layout.headers[seg]), False)
       if seg == Segment.PLAN:
         plan = turn.get("plan_text")
         add(list(codec.encode(plan or "")) + [layout.stop_id], plan is not None)
       elif seg == Segment.ACT:
-        add(list(codec.encode(turn["action_text"])) + [layout.stop_id], True)
+        text = wrong_first[n] if revise else turn["action_text"]
+        add(list(codec.encode(text)) + [layout.stop_id], not revise)
       elif seg == Segment.CRITIQUE:
         add([layout.stop_id], False)
       elif seg == Segment.VERDICT:
-        add([layout.verdict_ids[0]], False)
+        add([layout.verdict_ids[int(revise)]], False)
+      elif seg == Segment.REVISE:
+        add(list(codec.encode(turn["action_text"])) + [layout.stop_id], True)
   return tokens, loss
 
 
-def expert_batch(layout: Layout, n_episodes: int, seed: int, length: int | None = None) -> dict:
-  """Host-built SFT batch {tokens, positions, valid, loss_mask} of shape [n_episodes, length]."""
+def expert_batch(layout: Layout, n_episodes: int, seed: int, length: int | None = None,
+                 revise_fraction: float = 0.0) -> dict:
+  """Host-built SFT batch {tokens, positions, valid, loss_mask} of shape [n_episodes, length].
+
+  `revise_fraction` of the episodes (with a critique) are revision examples: each turn's first
+  attempt is another episode's expert action at that turn (a wrong answer, most likely) and
+  the revision is the right one (see `episode_tokens`).
+  """
   env = layout.env
+  episodes = [env.expert_episode(jax.random.key(seed * 1_000_003 + i)) for i in range(n_episodes)]
+  rng = np.random.default_rng(seed)
   rows = []
-  for i in range(n_episodes):
-    rows.append(episode_tokens(layout, env.expert_episode(jax.random.key(seed * 1_000_003 + i))))
+  for i, turns in enumerate(episodes):
+    wrong = None
+    if rng.random() < revise_fraction:
+      other = episodes[(i + 1 + rng.integers(n_episodes - 1)) % n_episodes] if n_episodes > 1 else turns
+      wrong = [other[min(n, len(other) - 1)]["action_text"] for n in range(len(turns))]
+    rows.append(episode_tokens(layout, turns, wrong))
   length = length or max(len(t) for t, _ in rows)
   too_long = [len(t) for t, _ in rows if len(t) > length]
   if too_long:

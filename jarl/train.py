@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from jarl import distributed, envs, learner, models, plan, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
+from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
 from jarl.metrics import MetricsWriter, plot, read_jsonl
 from jarl.rollout import make_collect
@@ -88,7 +89,8 @@ def load_pretrained(model_cfg: dict, mesh) -> models.LM:
 def build(config: ml_collections.ConfigDict) -> Run:
   """Everything a run needs, from the config (errors for bad names come from here)."""
   tokenizer = load_tokenizer(config.tokenizer)
-  env = envs.make(config.env.name, tokenizer=tokenizer, **dict(config.env.kwargs))
+  env = envs.make(config.env.name, tokenizer=tokenizer, guard=config.env.get("guard", False),
+                  **dict(config.env.kwargs))
   agent = _dataclass(AgentConfig, config.agent)
   algo = _dataclass(learner.AlgoConfig, config.algo)
   optim = _dataclass(learner.OptimConfig, config.optim, total_steps=config.train.steps)
@@ -113,8 +115,11 @@ def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = Fals
   """Greedy episodes on held-out tasks: mean success and return (the same on every process)."""
   collect = make_collect(run.lm, run.env, run.agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh)
   traj = collect(params, jax.random.key(seed))
-  means = distributed.to_host({k: traj.episode[k].mean() for k in ("success", "return_", "turns")})
-  out = {"success": float(means["success"]), "return": float(means["return_"]), "turns": float(means["turns"])}
+  means = {k: traj.episode[k].mean() for k in ("success", "return_", "turns", "cost") if k in traj.episode}
+  if traj.attempts:  # self-critique: first attempt vs the answer the verdict chose, flips, verdict quality
+    means.update({f"critique_{k}": v for k, v in credit.critique_metrics(traj).items()})
+  means = distributed.to_host(means)
+  out = {k.rstrip("_"): float(v) for k, v in means.items()}
   return (out, traj) if return_traj else out
 
 
@@ -122,7 +127,7 @@ def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
   """Supervised fine-tuning on expert episodes laid out in the rollout's template."""
   cfg = run.config.sft
   layout = make_layout(run.agent, run.env)
-  data = expert_batch(layout, cfg.episodes, seed=run.config.seed)
+  data = expert_batch(layout, cfg.episodes, seed=run.config.seed, revise_fraction=cfg.get("revise_fraction", 0.0))
   optim = dataclasses.replace(run.optim, lr=cfg.lr, warmup_steps=0, schedule="constant")
   step_fn = learner.make_sft_step(run.lm, optim, run.mesh)
   shardings = learner.state_shardings(run.lm, optim, run.mesh)

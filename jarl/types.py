@@ -23,6 +23,10 @@ class Trajectory:
   Per-turn records [B, N]: `turn_reward`, `turn_live` (the turn was played), `terminated`,
   `truncated`, `verdict` (1 revise, 0 accept, -1 none), `info` (the env's info dict).
   Per-episode summary [B]: `episode` dict with return, success, turns, valid_action_rate.
+  With a critique, `attempts` holds per-turn records [B, N] of both branches, each stepped
+  from the turn's state: `first_reward`, `first_success` (the ACT answer), `revised_reward`,
+  `revised_success` (the REVISE answer, sampled by every row; rows that accepted dropped it
+  from their context). The episode continues with the branch the verdict chose.
   """
   tokens: Array
   positions: Array
@@ -39,3 +43,4 @@ class Trajectory:
   verdict: Array
   info: dict
   episode: dict
+  attempts: dict = flax.struct.field(default_factory=dict)

@@ -11,6 +11,7 @@ Contracts of each table (see advantages.py and losses.py):
   policy loss  loss(logp_BxT, old_logp_BxT, adv_BxT, mask_BxT, **hparams) -> (loss, metrics)
   kl           kl(logp_BxT, ref_logp_BxT) -> kl_BxT (per token)
   aggregation  agg(loss_BxT, mask_BxT, norm_len=None) -> scalar
+  credit       credit(traj, *, group_size, **hparams) -> adv_BxN (per turn, for one segment's tokens)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 _TABLES: dict[str, dict[str, Callable]] = {
-    "advantage estimator": {}, "policy loss": {}, "KL estimator": {}, "loss aggregation": {}}
+    "advantage estimator": {}, "policy loss": {}, "KL estimator": {}, "loss aggregation": {}, "segment credit": {}}
 
 
 def _register(kind: str, name: str) -> Callable[[Callable], Callable]:
@@ -56,6 +57,11 @@ def register_aggregation(name: str):
   return _register("loss aggregation", name)
 
 
+def register_credit(name: str):
+  """Decorator: `@register_credit("counterfactual")` makes a per-segment credit available to `get_credit`."""
+  return _register("segment credit", name)
+
+
 def get_advantage(name: str) -> Callable:
   return _get("advantage estimator", name)
 
@@ -70,6 +76,10 @@ def get_kl(name: str) -> Callable:
 
 def get_aggregation(name: str) -> Callable:
   return _get("loss aggregation", name)
+
+
+def get_credit(name: str) -> Callable:
+  return _get("segment credit", name)
 
 
 def registered() -> dict[str, list[str]]:
