@@ -326,15 +326,18 @@ def rollout_metrics(traj: Trajectory) -> dict:
 
 
 def make_iteration(collect: Callable, update: Callable, shardings: TrainState | None = None,
-                   donate: bool = True) -> Callable:
+                   donate: bool = True, reward: Callable | None = None) -> Callable:
   """One jitted program: rollout with the current params, then the update.
 
   With `shardings` (see `state_shardings`) the state keeps exactly that layout across
-  iterations, so the program compiles once.
+  iterations, so the program compiles once. `reward(traj, params) -> traj` (reward models
+  or a judge, `jarl.reward_model`) rewrites the rollout's rewards before the update.
   """
   def iteration(state: TrainState):
     key = jax.random.fold_in(jax.random.fold_in(state.key(), state.step), 1)
     traj = collect(state.params, key)
+    if reward is not None:
+      traj = reward(traj, state.params)
     state, metrics = update(state, traj)
     metrics.update(rollout_metrics(traj))
     return state, metrics, traj

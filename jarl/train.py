@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import distributed, envs, learner, models, plan, sharding
+from jarl import distributed, envs, learner, models, plan, reward_model, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
@@ -41,7 +41,8 @@ from jarl.sft import expert_batch
 from jarl.tokenizer import load_tokenizer
 
 # Config sections that must match when resuming (train.* and eval.* may change).
-FROZEN_SECTIONS = ("seed", "model", "tokenizer", "env", "agent", "rollout", "sampling", "algo", "optim", "sft", "mesh")
+FROZEN_SECTIONS = ("seed", "model", "tokenizer", "env", "agent", "rollout", "sampling", "algo", "optim", "sft", "mesh",
+                   "reward_model")
 
 
 @dataclasses.dataclass
@@ -203,7 +204,8 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
   update = learner.make_update(run.lm, run.algo, run.optim, rollout.group_size,
                                policy_slots=make_layout(run.agent, run.env).policy_slots)
-  iteration = learner.make_iteration(collect, update, shardings)
+  reward = reward_model.from_config(config.get("reward_model"), run.mesh)  # None: the env's rewards alone
+  iteration = learner.make_iteration(collect, update, shardings, reward=reward)
   schedule = learner.make_schedule(run.optim)
   stop = {"signal": None}
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
