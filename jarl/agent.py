@@ -12,6 +12,11 @@ and is sampled for at most its budget of tokens, ending early at the stop token
 from the two verdict tokens only. The action sent to the environment is the REVISE
 text when the verdict is "revise", else the ACT text.
 
+With `act_candidates = K > 1` (value-guided best-of-K, `jarl.planning`) the ACT segment
+is one forced header then K candidate ranges of the ACT budget each: the K candidates are
+sampled one after another from the same context, scored, and only the chosen one stays
+in the context and the buffers (the other ranges become idle slots).
+
 `Layout` turns an AgentConfig and an env into static slot counts: every row of a
 rollout batch uses the same slots (idle slots are marked invalid), so the rollout
 buffers are [B, T] with T = layout.total_len and one shared KV-cache cursor.
@@ -56,6 +61,8 @@ class AgentConfig:
   act_budget: int | None = None
   critique_budget: int = 0
   revise_budget: int | None = None  # None: same as the ACT budget
+  act_candidates: int = 1  # K: best-of-K over sampled ACT candidates (jarl.planning); 1: off
+  candidate_score: str = "env"  # how candidates are scored: a name registered in jarl.planning
   system: str = "{instructions}\n"  # "{instructions}" is replaced by the env's instructions
   plan_header: str = "plan: "
   act_header: str = "act: "
@@ -74,6 +81,10 @@ class AgentConfig:
     for name in ("act_budget", "revise_budget"):
       if getattr(self, name) is not None and getattr(self, name) < 1:
         raise ValueError(f"AgentConfig.{name} must be >= 1 or None, got {getattr(self, name)}")
+    if self.act_candidates < 1:
+      raise ValueError(f"AgentConfig.act_candidates must be >= 1, got {self.act_candidates}")
+    from jarl import planning  # noqa: PLC0415  (planning imports the rollout, which imports this module)
+    planning.get_scorer(self.candidate_score)
 
   @property
   def critique(self) -> bool:
@@ -105,14 +116,23 @@ class Layout:
     return tuple(s for s in POLICY_SEGMENTS if s in self.budgets)
 
   @property
+  def candidates(self) -> int:
+    """K: ACT candidates sampled per turn (best-of-K, `jarl.planning`)."""
+    return self.agent.act_candidates
+
+  def sampled_slots(self, segment: Segment) -> int:
+    """Slots a segment samples into per turn: its budget, K times for ACT (one range per candidate)."""
+    return self.budgets[segment] * (self.candidates if segment == Segment.ACT else 1)
+
+  @property
   def policy_slots(self) -> np.ndarray:
     """The columns of the [B, T] buffers that can hold sampled tokens (loss_mask is off elsewhere)."""
     cols, t = [], self.prompt_len
     for _ in range(self.env.max_turns):
       for s in self.segments:
         t += header_slots(self.headers[s])
-        cols.extend(range(t, t + self.budgets[s]))
-        t += self.budgets[s]
+        cols.extend(range(t, t + self.sampled_slots(s)))
+        t += self.sampled_slots(s)
       t += self.feedback_len
     return np.asarray(cols, np.int32)
 
@@ -141,7 +161,8 @@ def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
   system = _fixed(codec.encode(agent.system.format(instructions=env.instructions)))
   feedback_header = _fixed(codec.encode(agent.feedback_header))
   feedback_len = int(feedback_header.length) + env.obs_len
-  turn_len = sum(header_slots(headers[s]) + budgets[s] for s in budgets) + feedback_len
+  ranges = {s: agent.act_candidates if s == Segment.ACT else 1 for s in budgets}  # ACT: one per candidate
+  turn_len = sum(header_slots(headers[s]) + budgets[s] * ranges[s] for s in budgets) + feedback_len
   verdict_ids = (_single_token(codec, agent.verdict_accept, "verdict_accept"),
                  _single_token(codec, agent.verdict_revise, "verdict_revise"))
   if verdict_ids[0] == verdict_ids[1]:

@@ -29,7 +29,7 @@ import optax
 
 from jax.sharding import Mesh
 
-from jarl import algos, safety, sharding
+from jarl import algos, planning, safety, sharding
 from jarl.agent import POLICY_SEGMENTS, Segment
 from jarl.algos import credit
 from jarl.models import LM, lora
@@ -217,6 +217,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
 
   `policy_slots` (`Layout.policy_slots`): compute the output head and the loss only at
   the columns that can hold sampled tokens (the same update, less work); None: all slots.
+  Best-of-K rollouts (`jarl.planning`) train on the chosen candidates only, with the
+  policy's own log-probs of their text as old_logprob: search distillation under the clip.
   """
   if algo.needs_critic and lm.kind != "policy_value":
     raise ValueError(f"advantage {algo.advantage!r} needs a value head: use a 'policy_value' model "
@@ -322,7 +324,8 @@ def rollout_metrics(traj: Trajectory) -> dict:
           "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
           "episode/response_tokens": ep["tokens"].mean(),
           **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
-          **({f"critique/{k}": v for k, v in credit.critique_metrics(traj).items()} if traj.attempts else {})}
+          **({f"critique/{k}": v for k, v in credit.critique_metrics(traj).items()} if traj.attempts else {}),
+          **({f"planning/{k}": v for k, v in planning.metrics(traj).items()} if traj.planning else {})}
 
 
 def make_iteration(collect: Callable, update: Callable, shardings: TrainState | None = None,

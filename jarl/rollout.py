@@ -13,6 +13,11 @@ invalid slot. Forced text is written a chunk at a time (one forward over the chu
 sampled tokens one slot per step. The slot buffers double as the training batch:
 `replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
 
+With `AgentConfig.act_candidates = K > 1` the ACT segment is a best-of-K search
+(`jarl.planning`): K candidates are sampled one after another into K slot ranges, each
+hidden from the context once sampled (`hide_slots`), and the best-scoring one is put back
+(`keep_slots`), so the buffers read as if the policy had sampled the chosen text alone.
+
 The phases (`Runner.start`, `.policy`, `.feedback`) are also jitted one by one by the
 host bridge (`jarl.envs.host`), which steps Python environments between turns.
 """
@@ -47,6 +52,14 @@ class Carry:
   logits_BxV: Array  # next-token logits after each row's last valid slot
   next_pos_B: Array  # RoPE position of each row's next token
   last_policy_slot_B: Array  # where this turn's reward goes
+  hidden_BxD: Array  # final hidden state at each row's last valid slot (value scoring reads it)
+
+
+CURSOR = ("logits_BxV", "next_pos_B", "last_policy_slot_B", "hidden_BxD")  # a row's state between slots
+
+
+def cursor(c: Carry) -> dict:
+  return {name: getattr(c, name) for name in CURSOR}
 
 
 def _write(c: Carry, cols: dict) -> dict:
@@ -65,12 +78,17 @@ class Runner:
   """
 
   def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None,
-               mesh: Mesh | None = None):
+               mesh: Mesh | None = None, candidate_sampling: SamplingConfig | None = None):
+    from jarl import planning  # noqa: PLC0415  (planning builds on this module)
     self.lm, self.layout, self.sampling, self.mesh = lm, layout, sampling, mesh
-    self.choose = choose or (lambda logits_BxV, key: sample_tokens(logits_BxV, key, sampling)[0])
+    self.choose = choose or _sampler(sampling)
     self.codec = layout.env.codec
     self.pad_id = self.codec.pad_id
     self.revise_on = Segment.REVISE in layout.budgets
+    self.best_of_k = None
+    if layout.candidates > 1:  # (checks that the scorer can run here)
+      other = candidate_sampling not in (None, sampling) and not choose
+      self.best_of_k = planning.BestOfK(self, _sampler(candidate_sampling) if other else None)
 
   def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk."""
@@ -84,13 +102,19 @@ class Runner:
     buf = _write(c, dict(tokens=jnp.where(valid_BxK, toks.ids, self.pad_id), positions=positions_BxK,
                          valid=valid_BxK, segment=jnp.where(valid_BxK, int(segment), 0),
                          turn=jnp.where(valid_BxK, turn, 0)))
+    wrote_Bx1 = (n_B > 0)[:, None]
     return c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + n_B,
-                     logits_BxV=jnp.where((n_B > 0)[:, None], logits_BxV, c.logits_BxV))
+                     logits_BxV=jnp.where(wrote_Bx1, logits_BxV, c.logits_BxV),
+                     hidden_BxD=jnp.where(wrote_Bx1, last_h_Bx1xD[:, 0], c.hidden_BxD))
 
-  def sampled(self, params, c: Carry, segment: Segment, turn, live_B, key, allowed=None):
-    """Sample up to the segment's budget, one slot per step; returns (carry, text Tokens [B, budget])."""
+  def sampled(self, params, c: Carry, segment: Segment, turn, live_B, key, allowed=None, choose=None):
+    """Sample up to the segment's budget, one slot per step; returns (carry, text Tokens [B, budget]).
+
+    `choose(logits_BxV, key) -> token_B` (default: the runner's) draws each token.
+    """
     budget = self.layout.budgets[segment]
     B = live_B.shape[0]
+    choose = choose or self.choose
 
     def step(carry, key):
       c, active_B, ids_BxK, n_B = carry
@@ -98,7 +122,7 @@ class Runner:
       if allowed is not None:  # the verdict: only the allowed tokens can be drawn
         keep_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
         logits_BxV = jnp.where(keep_V, logits_BxV, -jnp.inf)
-      token_B = jnp.where(active_B, self.choose(logits_BxV, key), self.pad_id)
+      token_B = jnp.where(active_B, choose(logits_BxV, key), self.pad_id)
       raw_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(c.logits_BxV), token_B[:, None], 1)[:, 0]
       positions_B = c.next_pos_B
       h_Bx1xD, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache, active_B[:, None],
@@ -113,7 +137,8 @@ class Runner:
       ids_BxK = ids_BxK.at[jnp.arange(B), jnp.where(text_B, n_B, budget)].set(token_B, mode="drop")
       c = c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + active_B,
                     logits_BxV=jnp.where(active_B[:, None], logits_Bx1xV[:, 0], c.logits_BxV),
-                    last_policy_slot_B=jnp.where(active_B, c.cache.index, c.last_policy_slot_B))
+                    last_policy_slot_B=jnp.where(active_B, c.cache.index, c.last_policy_slot_B),
+                    hidden_BxD=jnp.where(active_B[:, None], h_Bx1xD[:, 0], c.hidden_BxD))
       return (c, text_B, ids_BxK, n_B + text_B), None
 
     init = (c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
@@ -121,13 +146,17 @@ class Runner:
     return c, Tokens(ids_BxK, n_B)
 
   def segment(self, params, c, segment, turn, live_B, key, allowed=None):
+    c = self.header(params, c, segment, turn, live_B)
+    return self.sampled(params, c, segment, turn, live_B, key, allowed)
+
+  def header(self, params, c: Carry, segment: Segment, turn, live_B) -> Carry:
+    """Force the segment's header for live rows (nothing when it is empty)."""
     header = self.layout.headers[segment]
     if not header_slots(header):
-      return self.sampled(params, c, segment, turn, live_B, key, allowed)
+      return c
     batched = Tokens(jnp.broadcast_to(header.ids, live_B.shape + header.ids.shape),
                      jnp.broadcast_to(header.length, live_B.shape))
-    c = self.forced(params, c, batched, segment, turn, live_B)
-    return self.sampled(params, c, segment, turn, live_B, key, allowed)
+    return self.forced(params, c, batched, segment, turn, live_B)
 
   def observation(self, obs: Tokens) -> Tokens:
     """Observations [B, obs_len] behind the feedback header, in feedback_len slots."""
@@ -140,37 +169,54 @@ class Runner:
     if self.mesh is not None:
       cache = jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, B))
     buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
-    c = Carry(cache, buf, jnp.zeros((B, self.lm.config.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
-              jnp.zeros((B,), jnp.int32))
+    cfg = self.lm.config
+    c = Carry(cache, buf, jnp.zeros((B, cfg.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
+              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype))
     prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
     return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
 
-  def policy(self, params, c: Carry, turn, alive_B, keys: dict) -> tuple[Carry, Tokens, Array, dict]:
-    """One turn's policy segments: (carry, action [B, action_len], revise_B, sampled text per segment).
+  def policy(self, params, c: Carry, turn, alive_B, keys: dict,
+             env_state=None) -> tuple[Carry, Tokens, Array, dict, dict]:
+    """One turn's policy segments: (carry, action [B, action_len], revise_B, sampled text per
+    segment, best-of-K record: {} when K = 1).
 
     With a critique, every live row samples a REVISE; rows whose verdict accepted drop
     theirs from the context afterwards (`_drop`: a shadow revision, free since idle rows
     compute anyway), so `texts[REVISE]` holds the counterfactual second attempt of every row.
+    With K > 1 ACT candidates, ACT is `planning.BestOfK` (env scoring reads `env_state`,
+    the turn's state of the in-graph env) and `texts[ACT]` is the chosen candidate.
     """
     B = alive_B.shape[0]
-    texts, revise_B = {}, jnp.zeros((B,), bool)
+    texts, revise_B, planned = {}, jnp.zeros((B,), bool), {}
     for seg in self.layout.segments:
       allowed = self.layout.verdict_ids if seg == Segment.VERDICT else None
       before = c
-      c, texts[seg] = self.segment(params, c, seg, turn, alive_B, keys[seg.name.lower()], allowed)
+      if seg == Segment.ACT and self.best_of_k:
+        c, texts[seg], planned = self.best_of_k(params, c, turn, alive_B, keys, texts, env_state)
+      else:
+        c, texts[seg] = self.segment(params, c, seg, turn, alive_B, keys[seg.name.lower()], allowed)
       if seg == Segment.VERDICT:
         revise_B = alive_B & (texts[seg].ids[:, 0] == self.layout.verdict_ids[1])
       if seg == Segment.REVISE:
         c = _drop(before, c, alive_B & ~revise_B)
     first, revised = self.attempts(texts)
     action = first if revised is None else _where(revise_B, revised, first)
-    return c, action, revise_B, texts
+    return c, action, revise_B, texts, planned
+
+  def as_action(self, text: Tokens) -> Tokens:
+    """A sampled text as an env action [B, action_len]."""
+    return _fit(text, self.layout.env.action_len, self.pad_id)
 
   def attempts(self, texts: dict) -> tuple[Tokens, Tokens | None]:
     """The ACT and (with a critique) REVISE texts as env actions [B, action_len]."""
-    action_len = self.layout.env.action_len
-    first = _fit(texts[Segment.ACT], action_len, self.pad_id)
-    return first, _fit(texts[Segment.REVISE], action_len, self.pad_id) if self.revise_on else None
+    first = self.as_action(texts[Segment.ACT])
+    return first, self.as_action(texts[Segment.REVISE]) if self.revise_on else None
+
+  def env_inputs(self, keys: dict, texts: dict, B: int) -> tuple[Array, dict]:
+    """The turn's env step keys [B] and keyword args (the PLAN text, for envs that read it)."""
+    reads_plan = getattr(self.layout.env, "reads_plan", False)
+    extra = {"plan": texts[Segment.PLAN]} if reads_plan and Segment.PLAN in texts else {}
+    return jax.random.split(keys["env"], B), extra
 
   def record(self, alive_B, reward_B, term_B, trunc_B, revise_B, info: dict) -> dict:
     """One turn's per-row record; rows that did not play it get reward 0, no end and verdict -1."""
@@ -192,17 +238,41 @@ def _where(cond_B: Array, a, b):
   return jax.tree.map(lambda x, y: jnp.where(cond_B.reshape(cond_B.shape + (1,) * (x.ndim - 1)), x, y), a, b)
 
 
+def _sampler(sampling: SamplingConfig) -> Callable:
+  return lambda logits_BxV, key: sample_tokens(logits_BxV, key, sampling)[0]
+
+
+def new_slots(before: Carry, after: Carry) -> Array:
+  """[T]: the slots written since `before`."""
+  slot_T = jnp.arange(after.cache.length)
+  return (slot_T >= before.cache.index) & (slot_T < after.cache.index)
+
+
 def _drop(before: Carry, after: Carry, drop_B: Array) -> Carry:
   """Undo, for the rows in drop_B, what was written since `before`: their slots become idle
   (invalid in the KV cache and the buffers) and their cursor state is restored."""
-  T = after.cache.length
-  slot_T = jnp.arange(T)
-  new_BxT = drop_B[:, None] & (slot_T >= before.cache.index) & (slot_T < after.cache.index)
+  new_BxT = drop_B[:, None] & new_slots(before, after)[None]
   buf = jax.tree.map(lambda old, x: jnp.where(new_BxT, old, x), before.buf, after.buf)  # old: never written
   cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~new_BxT)
-  kept = _where(drop_B, (before.logits_BxV, before.next_pos_B, before.last_policy_slot_B),
-                (after.logits_BxV, after.next_pos_B, after.last_policy_slot_B))
-  return after.replace(cache=cache, buf=buf, logits_BxV=kept[0], next_pos_B=kept[1], last_policy_slot_B=kept[2])
+  return after.replace(cache=cache, buf=buf, **_where(drop_B, cursor(before), cursor(after)))
+
+
+def hide_slots(before: Carry, after: Carry) -> Carry:
+  """Set aside, for every row, what was written since `before` (a best-of-K candidate): its
+  slots become invisible to later tokens (KV cache validity off) and the cursor state is
+  restored, but the buffers keep their contents (`keep_slots` brings one candidate back)."""
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~new_slots(before, after)[None])
+  return after.replace(cache=cache, **cursor(before))
+
+
+def keep_slots(before: Carry, after: Carry, keep_BxT: Array, kept_cursor: dict) -> Carry:
+  """Of the slots written (and hidden) since `before`, bring back keep_BxT: visible again in
+  the KV cache where their buffers hold valid tokens; the others become idle (invalid, no
+  loss). Each row's cursor state becomes `kept_cursor`, as after its kept slots."""
+  idle_BxT = new_slots(before, after)[None] & ~keep_BxT
+  buf = jax.tree.map(lambda old, x: jnp.where(idle_BxT, old, x), before.buf, after.buf)  # old: never written
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS | (keep_BxT & buf["valid"]))
+  return after.replace(cache=cache, buf=buf, **kept_cursor)
 
 
 def attempt_record(alive_B: Array, first: tuple, revised: tuple) -> dict:
@@ -234,7 +304,7 @@ def trajectory(buf: dict, rec: dict) -> Trajectory:
     episode["cost"] = jnp.where(live, rec["info"]["cost"], 0.0).sum(1)
   return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
                     truncated=rec["truncated"], verdict=rec["verdict"], info=rec["info"], episode=episode,
-                    attempts=rec.get("attempts", {}))
+                    attempts=rec.get("attempts", {}), planning=rec.get("planning", {}))
 
 
 def _fit(toks: Tokens, size: int, pad_id: int) -> Tokens:
@@ -252,12 +322,14 @@ def _join(codec, head: Tokens, body: Tokens, size: int) -> Tokens:
 @functools.lru_cache(maxsize=32)
 def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_size: int = 1,
                  sampling: SamplingConfig = SamplingConfig(), mesh: Mesh | None = None,
-                 choose: Callable | None = None) -> Callable:
+                 choose: Callable | None = None, candidate_sampling: SamplingConfig | None = None) -> Callable:
   """A jitted `collect(params, key) -> Trajectory` for n_tasks x group_size episodes.
 
   `choose(logits_BxV, key) -> token_B` replaces the sampler (scripted policies, tests).
+  `candidate_sampling`: with best-of-K, the sampler of candidates 2..K (None: `sampling`);
+  candidate 1 always draws as a K = 1 rollout would (e.g. greedy, then sampled alternatives).
   """
-  runner = Runner(lm, make_layout(agent, env), sampling, choose, mesh)
+  runner = Runner(lm, make_layout(agent, env), sampling, choose, mesh, candidate_sampling)
   B, N = n_tasks * group_size, env.max_turns
 
   def collect(params, key):
@@ -269,10 +341,9 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       c, state, alive_B = carry
       turn, key = xs
       keys = turn_keys(key)
-      c, _, revise_B, texts = runner.policy(params, c, turn, alive_B, keys)
-      extra = {"plan": texts[Segment.PLAN]} if env.reads_plan and Segment.PLAN in texts else {}
+      c, _, revise_B, texts, planned = runner.policy(params, c, turn, alive_B, keys, env_state=state)
+      env_keys, extra = runner.env_inputs(keys, texts, B)
       step = jax.vmap(lambda s, a, k, **kw: env.step(s, a, k, **kw))
-      env_keys = jax.random.split(keys["env"], B)
       first, revised = runner.attempts(texts)
       out = step(state, first, env_keys, **extra)
       if revised is not None:  # both branches from the same state and key: the verdict's counterfactual
@@ -284,6 +355,8 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       record = runner.record(alive_B, reward_B, term_B, trunc_B, revise_B, info)
       if revised is not None:
         record["attempts"] = attempts
+      if planned:
+        record["planning"] = planned
       still_B = alive_B & ~(record["terminated"] | record["truncated"])
       c = runner.feedback(params, c, turn, obs, record["reward"], still_B)
       return (c, state, still_B), record
@@ -306,7 +379,8 @@ def replay_logprobs(lm: LM, params, traj: Trajectory) -> Array:
   The token in slot s was sampled from the logits of the row's previous valid slot, so
   each slot reads the logits of the last valid slot before it.
   """
-  logits_BxTxV, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid)
+  h_BxTxD, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid, method="hidden")
+  logits_BxTxV = lm.apply(params, h_BxTxD, method="logits")  # (plain and policy_value handles alike)
   return gather_logprobs(logits_BxTxV, traj.tokens, traj.valid, traj.loss_mask)
 
 

@@ -30,7 +30,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import distributed, envs, learner, models, plan, reward_model, sharding
+from jarl import distributed, envs, learner, models, plan, planning, reward_model, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
@@ -113,12 +113,21 @@ def build(config: ml_collections.ConfigDict) -> Run:
 
 
 def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = False):
-  """Greedy episodes on held-out tasks: mean success and return (the same on every process)."""
-  collect = make_collect(run.lm, run.env, run.agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh)
+  """Greedy episodes on held-out tasks: mean success and return (the same on every process).
+
+  Best-of-K (`jarl.planning`) as `eval.act_candidates` says (default: the agent's): the first
+  candidate is the greedy action, the others are sampled with the run's sampling config.
+  """
+  K = run.config.get("eval", {}).get("act_candidates")  # absent or None: the agent's
+  agent = run.agent if K is None else dataclasses.replace(run.agent, act_candidates=K)
+  collect = make_collect(run.lm, run.env, agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh,
+                         candidate_sampling=run.sampling if agent.act_candidates > 1 else None)
   traj = collect(params, jax.random.key(seed))
   means = {k: traj.episode[k].mean() for k in ("success", "return_", "turns", "cost") if k in traj.episode}
   if traj.attempts:  # self-critique: first attempt vs the answer the verdict chose, flips, verdict quality
     means.update({f"critique_{k}": v for k, v in credit.critique_metrics(traj).items()})
+  if traj.planning:  # best-of-K: best vs candidate scores, how often search changed the action
+    means.update({f"planning_{k}": v for k, v in planning.metrics(traj).items()})
   means = distributed.to_host(means)
   out = {k.rstrip("_"): float(v) for k, v in means.items()}
   return (out, traj) if return_traj else out

@@ -27,6 +27,9 @@ class Trajectory:
   from the turn's state: `first_reward`, `first_success` (the ACT answer), `revised_reward`,
   `revised_success` (the REVISE answer, sampled by every row; rows that accepted dropped it
   from their context). The episode continues with the branch the verdict chose.
+  With best-of-K (`AgentConfig.act_candidates` > 1, `jarl.planning`), `planning` holds per
+  turn: `chosen` int32 [B, N] (the candidate kept as the ACT text), `best_score` f32 [B, N]
+  and `scores` f32 [B, N, K] (0 for turns not played).
   """
   tokens: Array
   positions: Array
@@ -44,3 +47,4 @@ class Trajectory:
   info: dict
   episode: dict
   attempts: dict = flax.struct.field(default_factory=dict)
+  planning: dict = flax.struct.field(default_factory=dict)

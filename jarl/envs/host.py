@@ -35,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jarl import sharding
+from jarl import planning, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.envs.codec import Codec, Tokens
 from jarl.models import LM
@@ -227,9 +227,9 @@ class HostCollect:
     runner = self.runner = Runner(lm, make_layout(agent, shape), sampling, mesh=mesh)
     self._start = jax.jit(runner.start)
 
-    def policy(params, c, turn, alive_B, key):
-      c, action, revise_B, _ = runner.policy(params, c, turn, alive_B, turn_keys(key))
-      return c, action, revise_B
+    def policy(params, c, turn, alive_B, key):  # (best-of-K scores with the value head: no pure env step here)
+      c, action, revise_B, _, planned = runner.policy(params, c, turn, alive_B, turn_keys(key))
+      return c, action, revise_B, planned
 
     self._policy = jax.jit(policy, donate_argnums=1)
     self._feedback = jax.jit(runner.feedback, donate_argnums=1)
@@ -255,8 +255,10 @@ class HostCollect:
       if not alive_B.any():  # every episode is over: the remaining turns are idle slots
         none_B = np.zeros((B,), bool)
         records.append(self._record(none_B, np.zeros((B,), np.float32), none_B, none_B, none_B, {}))
+        if self.runner.best_of_k:
+          records[-1]["planning"] = planning.idle_record(B, self.runner.layout.candidates)
         continue
-      c, action, revise_B = self._policy(params, c, np.int32(turn), alive_B, keys[turn])
+      c, action, revise_B, planned = self._policy(params, c, np.int32(turn), alive_B, keys[turn])
       ids_BxK, lengths_B, revise_B = jax.device_get((action.ids, action.length, revise_B))
       actions = [self._text(ids[:n]) for ids, n in zip(ids_BxK, lengths_B)]
       stepped_B = alive_B & ~failed_B
@@ -268,6 +270,8 @@ class HostCollect:
       trunc_B |= failed_B | (turn == N - 1) & ~term_B  # failed rows end truncated, as do rows at the turn limit
       info["host_error"] = alive_B & failed_B
       record = self._record(alive_B, np.where(failed_B, 0.0, reward_B), term_B, trunc_B, revise_B, info)
+      if planned:
+        record["planning"] = planned
       alive_B = going_B & ~failed_B
       c = self._feedback(params, c, np.int32(turn), obs, record["reward"], alive_B)
       records.append(record)

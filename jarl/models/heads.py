@@ -39,6 +39,17 @@ class PolicyWithValue(nnx.Module):
     h_BxTxD, cache = self.lm.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
     return self.lm.logits(h_BxTxD), self.value_head(h_BxTxD), cache
 
+  def hidden(self, tokens_BxT, positions_BxT=None, cache=None, valid_BxT=None):
+    """The backbone's `hidden` (the rollout samples a policy_value handle through these two)."""
+    return self.lm.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
+
+  def logits(self, h_BxTxD):
+    return self.lm.logits(h_BxTxD)
+
+  def value(self, h_BxTxD):
+    """Values [B, T] from final hidden states (best-of-K scores candidates with it)."""
+    return self.value_head(h_BxTxD)
+
 
 def last_valid_index(valid_BxT: jax.Array) -> jax.Array:
   """Index of each row's last True slot (0 for an all-False row)."""
