@@ -126,3 +126,47 @@ def write_results(name: str, machine: dict, rows: Sequence[dict], columns: Seque
   (RESULTS / f"{name}.md").write_text(header + table + "\n" + (f"\n{notes}\n" if notes else ""))
   print(table)
   return path
+
+
+# ---- Learning benchmarks: variants of a config x seeds -----------------------------------------
+
+
+def apply_overrides(config, overrides: dict):
+  """Set "section.field" keys of a ConfigDict (a benchmark variant); returns the config."""
+  for key, value in overrides.items():
+    section, field = key.split(".")
+    config[section][field] = value
+  return config
+
+
+def train_or_reuse(config, rerun: bool = False) -> dict:
+  """`jarl.train.train(config)`'s summary; a workdir that holds a finished run of the same config is read."""
+  from jarl import train
+  done = pathlib.Path(config.workdir) / "summary.json"
+  if done.exists() and not rerun and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
+    return json.loads(done.read_text())
+  return train.train(config, overwrite=True)
+
+
+def variant_sweep(name: str, variants: Sequence[str], run: Callable, columns: Sequence[str], notes: str,
+                  description: str) -> None:
+  """The command line of a learning benchmark: `run(variant, seed, workdir, rerun) -> row` for
+  every --variants x --seeds (default all x 0 1 2), a mean row per variant, results/<name>.*."""
+  import argparse
+  import sys
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--variants", nargs="+", default=list(variants), choices=list(variants))
+  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  parser.add_argument("--workdir-prefix", default=str(RESULTS.parent.parent / "runs" / f"{name}_"))
+  parser.add_argument("--rerun", action="store_true")
+  args = parser.parse_args()
+  machine = machine_info()
+  rows = []
+  for variant in args.variants:
+    runs = [run(variant, s, pathlib.Path(f"{args.workdir_prefix}{variant}_seed{s}"), args.rerun) for s in args.seeds]
+    mean = {"variant": variant, "seed": "mean"}
+    for key in columns[2:]:
+      values = [r[key] for r in runs if r.get(key, "") != ""]
+      mean[key] = statistics.mean(values) if values else ""
+    rows += runs + [mean]
+  write_results(name, machine, rows, columns, notes=f"Command: `python {' '.join(sys.argv)}`. {notes}")

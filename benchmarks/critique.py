@@ -24,12 +24,9 @@ Writes benchmarks/results/critique.json (+ .md).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
-import json
 import pathlib
-import statistics
 import sys
 
 import jax
@@ -63,11 +60,8 @@ def get_config():
 
 
 def config_for(variant: str, seed: int, workdir: pathlib.Path):
-  config = get_config()
+  config = common.apply_overrides(get_config(), VARIANTS[variant])
   config.seed, config.workdir = seed, str(workdir)
-  for key, value in VARIANTS[variant].items():
-    section, field = key.split(".")
-    config[section][field] = value
   if variant == "single":  # matched sampled token slots
     config.train.steps = round(config.train.steps * SLOTS_CRITIQUE / SLOTS_SINGLE)
     config.eval.every = round(config.eval.every * SLOTS_CRITIQUE / SLOTS_SINGLE)
@@ -90,11 +84,7 @@ def best_of_2(config, tasks: int) -> float:
 
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = config_for(variant, seed, workdir)
-  done = workdir / "summary.json"
-  if done.exists() and not rerun and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
-    summary = json.loads(done.read_text())
-  else:
-    summary = train.train(config, overwrite=True)
+  summary = common.train_or_reuse(config, rerun)
   before, after = summary["eval_before_rl"], summary["final_eval"]
   row = dict(variant=variant, seed=seed, first_before=before.get("critique_first_success", before["success"]),
              final_before=before["success"], first_after=after.get("critique_first_success", after["success"]),
@@ -105,28 +95,9 @@ def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   return row
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-  parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  parser.add_argument("--workdir-prefix", default=str(ROOT / "runs" / "critique_"))
-  parser.add_argument("--rerun", action="store_true")
-  args = parser.parse_args()
-  machine = common.machine_info()
-  rows = []
-  for variant in args.variants:
-    runs = [run(variant, s, pathlib.Path(f"{args.workdir_prefix}{variant}_seed{s}"), args.rerun) for s in args.seeds]
-    mean = {"variant": variant, "seed": "mean"}
-    for key in COLUMNS[2:]:
-      values = [r[key] for r in runs if r[key] != ""]
-      mean[key] = statistics.mean(values) if values else ""
-    rows += runs + [mean]
-  common.write_results("critique", machine, rows, COLUMNS,
-                       notes=f"Command: `python {' '.join(sys.argv)}`. Greedy held-out success on 256 tasks "
-                             "(first attempt / final answer); best_of_2: two sampled first attempts, solved if "
-                             "either is right (oracle pick); critique columns after RL, as fractions of turns "
-                             "(precision and recall of 'revise' at spotting a wrong first attempt).")
-
-
 if __name__ == "__main__":
-  main()
+  common.variant_sweep("critique", VARIANTS, run, COLUMNS, description=__doc__.splitlines()[0],
+                       notes="Greedy held-out success on 256 tasks (first attempt / final answer); best_of_2: two "
+                             "sampled first attempts, solved if either is right (oracle pick); critique columns "
+                             "after RL, as fractions of turns (precision and recall of 'revise' at spotting a "
+                             "wrong first attempt).")

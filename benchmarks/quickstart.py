@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import pathlib
 import statistics
 import sys
@@ -25,7 +24,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
-from jarl import train  # noqa: E402
 
 
 def get_config():
@@ -41,11 +39,7 @@ COLUMNS = ("seed", "before_rl", "after_rl", "gain", "best_eval", "wall_time_s", 
 def run_seed(seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = get_config()
   config.seed, config.workdir = seed, str(workdir)
-  done = workdir / "summary.json"
-  if done.exists() and not rerun and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
-    summary = json.loads(done.read_text())
-  else:
-    summary = train.train(config, overwrite=True)
+  summary = common.train_or_reuse(config, rerun)
   before, after = summary["eval_before_rl"]["success"], summary["final_eval"]["success"]
   return dict(seed=seed, before_rl=before, after_rl=after, gain=after - before,
               best_eval=summary["best_eval_success"], wall_time_s=summary["wall_time_s"], steps=summary["steps"])
