@@ -139,7 +139,7 @@ def test_logs_and_delete():
   [argv] = _dry("logs.sh", "vm")
   assert "--worker=0" in argv and _flag(argv, "command").startswith("tail -n 100 -F")
   _check_remote(argv)
-  [argv] = _dry("logs.sh", "vm", "qwen3_8b_v5p16", "1", LINES="10")
+  [argv] = _dry("logs.sh", "vm", "qwen3_8b_v5p16", "1", LOG_LINES="10")
   assert "--worker=1" in argv and _flag(argv, "command") == 'tail -n 10 -F "$HOME/jarl-logs/qwen3_8b_v5p16.log"'
   assert _dry("delete.sh", "vm")[0] == ["gcloud", "compute", "tpus", "tpu-vm", "delete", "vm", "--quiet"]
   assert _dry("delete.sh", "vm", QUEUED="1")[0][3:5] == ["queued-resources", "delete"]

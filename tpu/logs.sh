@@ -7,7 +7,7 @@
 #
 # RUN is the name tpu/launch.sh gave the run (the config file's name); without it, the newest log.
 # Process 0 (worker 0) writes the progress bar and the metrics; other workers log only warnings and
-# errors. LINES=N shows that many lines first (default 100). Settings and DRY_RUN=1: tpu/common.sh.
+# errors. LOG_LINES=N shows that many lines first (default 100; not LINES, which shells set). Settings and DRY_RUN=1: tpu/common.sh.
 
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
@@ -22,4 +22,4 @@ if [[ -n "$RUN" ]]; then
 else
   LOG="\"\$(ls -t \"$LOGS\"/*.log | head -n 1)\""
 fi
-on_workers "$NAME" "$WORKER" "tail -n ${LINES:-100} -F $LOG"
+on_workers "$NAME" "$WORKER" "tail -n ${LOG_LINES:-100} -F $LOG"
