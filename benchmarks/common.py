@@ -170,3 +170,15 @@ def variant_sweep(name: str, variants: Sequence[str], run: Callable, columns: Se
       mean[key] = statistics.mean(values) if values else ""
     rows += runs + [mean]
   write_results(name, machine, rows, columns, notes=f"Command: `python {' '.join(sys.argv)}`. {notes}")
+
+
+def restore_final(config):
+  """(run, params) of a finished `jarl train` run: its built pieces and the latest checkpoint's params."""
+  from jarl import learner, train
+  from jarl.checkpoint import Checkpointer
+  run = train.build(config)
+  state = learner.init_state(run.lm, run.optim, seed=config.seed, reference=run.algo.kl_coef > 0)
+  ckpt = Checkpointer(pathlib.Path(config.workdir) / "checkpoints", keep=config.train.keep_checkpoints)
+  state, _ = ckpt.restore(state)
+  ckpt.close()
+  return run, state.params

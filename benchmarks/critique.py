@@ -36,8 +36,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
-from jarl import learner, train  # noqa: E402
-from jarl.checkpoint import Checkpointer  # noqa: E402
 from jarl.rollout import make_collect  # noqa: E402
 from jarl.sampling import SamplingConfig  # noqa: E402
 
@@ -70,14 +68,10 @@ def config_for(variant: str, seed: int, workdir: pathlib.Path):
 
 def best_of_2(config, tasks: int) -> float:
   """Held-out success of the final params' first attempts, best of 2 samples at temperature 1."""
-  run = train.build(config)
-  state = learner.init_state(run.lm, run.optim, seed=config.seed)
-  ckpt = Checkpointer(pathlib.Path(config.workdir) / "checkpoints", keep=config.train.keep_checkpoints)
-  state, _ = ckpt.restore(state)
-  ckpt.close()
+  run, params = common.restore_final(config)
   agent = dataclasses.replace(run.agent, critique_budget=0)
   collect = make_collect(run.lm, run.env, agent, tasks, 2, SamplingConfig(temperature=1.0), run.mesh)
-  traj = collect(state.params, jax.random.key(10_000 + config.seed))
+  traj = collect(params, jax.random.key(10_000 + config.seed))
   success_B = np.asarray(jax.device_get(traj.episode["success"]))
   return float(success_B.reshape(tasks, 2).any(1).mean())
 
