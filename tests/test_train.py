@@ -106,3 +106,16 @@ def test_cli_rejects_unknown_config_keys_and_commands():
   assert out.returncode != 0 and "learner" in out.stderr
   out = run("trian")
   assert out.returncode == 2 and "unknown command 'trian'" in out.stderr and "train" in out.stderr
+
+
+@pytest.mark.parametrize("name", ["quickstart", "sort_critique", "path_star"])
+def test_train_configs_are_valid(name):
+  """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
+  import importlib
+  from jarl import envs, plan
+  from jarl.agent import AgentConfig, make_layout
+  config = importlib.import_module(name).get_config()
+  train._dataclass(learner.AlgoConfig, config.algo)
+  agent = train._dataclass(AgentConfig, config.agent)
+  make_layout(agent, envs.make(config.env.name, guard=config.env.get("guard", False), **dict(config.env.kwargs)))
+  assert plan.plan(config, n_devices=1).peak > 0
