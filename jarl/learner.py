@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh
 
 from jarl import algos, planning, safety, sharding
-from jarl.agent import POLICY_SEGMENTS, Segment
+from jarl.agent import Segment
 from jarl.algos import credit
 from jarl.models import LM, lora
 from jarl.rollout import source_slots
@@ -88,7 +88,7 @@ class AlgoConfig:
     for name in ("epochs", "minibatches", "microbatches"):
       if getattr(self, name) < 1:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
-    object.__setattr__(self, "segment_credit", _credit_spec(self.segment_credit))
+    object.__setattr__(self, "segment_credit", credit.spec(self.segment_credit))
     if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
       raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
                        f"{self.lagrange_lr}")
@@ -96,27 +96,6 @@ class AlgoConfig:
   @property
   def needs_critic(self) -> bool:
     return self.advantage in CRITIC_ESTIMATORS
-
-
-def _credit_spec(spec) -> tuple:
-  """{segment: name | {name, **hparams}} (or its sorted-items tuple) -> ((segment, name, hparams), ...), checked."""
-  out = []
-  for item in (spec.items() if isinstance(spec, dict) else spec):
-    segment, choice = item[0], item[1]
-    if len(item) == 3:  # already normalised
-      name, hparams = item[1], item[2]
-    elif isinstance(choice, str):
-      name, hparams = choice, ()
-    else:
-      hparams = dict(choice)
-      name = hparams.pop("name", None)
-      hparams = tuple(sorted(hparams.items()))
-    policy = [s.name.lower() for s in POLICY_SEGMENTS]
-    if segment not in policy:
-      raise ValueError(f"segment_credit: unknown segment {segment!r}; policy segments: {policy}")
-    algos.get_credit(name)
-    out.append((segment, name, tuple(hparams)))
-  return tuple(sorted(out))
 
 
 @flax.struct.dataclass

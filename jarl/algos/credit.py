@@ -21,7 +21,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jarl.agent import Segment
+from jarl.agent import POLICY_SEGMENTS, Segment
 from jarl.algos.registry import get_credit, register_credit
 from jarl.types import Trajectory
 
@@ -95,6 +95,27 @@ def score(traj: Trajectory, *, group_size: int, alpha: float = 1.0, scale: bool 
   a = _attempts(traj)
   r_hat_BxN = a["revised_reward"] + alpha * (a["revised_reward"] - a["first_reward"])
   return group_centered(r_hat_BxN, traj.turn_live, group_size, scale)
+
+
+def spec(segment_credit) -> tuple:
+  """{segment: name | {name, **hparams}} (or its sorted-items tuple) -> ((segment, name, hparams), ...), checked."""
+  out = []
+  for item in (segment_credit.items() if isinstance(segment_credit, dict) else segment_credit):
+    segment, choice = item[0], item[1]
+    if len(item) == 3:  # already normalised
+      name, hparams = item[1], item[2]
+    elif isinstance(choice, str):
+      name, hparams = choice, ()
+    else:
+      hparams = dict(choice)
+      name = hparams.pop("name", None)
+      hparams = tuple(sorted(hparams.items()))
+    policy = [s.name.lower() for s in POLICY_SEGMENTS]
+    if segment not in policy:
+      raise ValueError(f"segment_credit: unknown segment {segment!r}; policy segments: {policy}")
+    get_credit(name)
+    out.append((segment, name, tuple(hparams)))
+  return tuple(sorted(out))
 
 
 def apply(traj: Trajectory, adv_BxT: Array, segment_credit: tuple, group_size: int) -> Array:
