@@ -181,20 +181,6 @@ def _segment_ends(N: int, segments: int = 4, min_len: int = 16) -> list[int]:
   return list(range(size, N, size)) + [N]
 
 
-def _grow(cfg, cache: KVCache, length: int) -> KVCache:
-  """The cache with invalid slots appended up to `length` (whatever the cache layout)."""
-  S = cache.length
-  if length == S:
-    return cache
-  shapes = [jax.eval_shape(lambda n=n: KVCache.init(cfg, 1, n)).k[0].shape for n in (1, 2)]
-  axis = [a != b for a, b in zip(*shapes)].index(True)
-
-  def pad(x):
-    return jnp.pad(x, [(0, length - S if d == axis else 0) for d in range(x.ndim)])
-  return KVCache(tuple(map(pad, cache.k)), tuple(map(pad, cache.v)),
-                 jnp.pad(cache.valid_BxS, ((0, 0), (0, length - S))), cache.index)
-
-
 def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_BxP, key, constrain):
   B, P = prompt_BxP.shape
   N = cfg.max_new_tokens
@@ -228,7 +214,7 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
     return (c.step < end) & ~jnp.all(c.done_B) if cfg.early_stop else c.step < end
 
   for end in ends:  # each segment attends over a cache just long enough for it (less to read)
-    c = c._replace(cache=constrain(_grow(lm.config, c.cache, P + end - 1), "cache"))
+    c = c._replace(cache=constrain(c.cache.grow(P + end - 1), "cache"))
     c = jax.lax.while_loop(functools.partial(cond, end=end), body, c)
   return c.out
 

@@ -33,7 +33,8 @@ MODULES: dict[str, Callable[..., nnx.Module]] = {
     "reward": RewardModel,
 }
 
-CACHE_AXES = P("batch", "kv_heads", None, "head_dim")
+K_CACHE_AXES = P("batch", "kv_heads", "head_dim", None)  # the layouts of KVCache.init
+V_CACHE_AXES = P("batch", "kv_heads", None, "head_dim")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -71,10 +72,13 @@ class LM:
 
 def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int) -> KVCache:
   """NamedShardings for a KVCache: rows over (data, fsdp), kv heads over tensor."""
-  spec = sharding.logical_to_spec(CACHE_AXES)
-  sharding.check_divisible("kv_cache", (batch, cfg.n_kv_heads, 1, cfg.head_dim), spec, mesh)
-  kv = tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
-  return KVCache(k=kv, v=kv, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
+  def layers(axes, shape):
+    spec = sharding.logical_to_spec(axes)
+    sharding.check_divisible("kv_cache", shape, spec, mesh)
+    return tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
+  k = layers(K_CACHE_AXES, (batch, cfg.n_kv_heads, cfg.head_dim, 1))
+  v = layers(V_CACHE_AXES, (batch, cfg.n_kv_heads, 1, cfg.head_dim))
+  return KVCache(k=k, v=v, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
 
 
 def _axes_of(state) -> Any:

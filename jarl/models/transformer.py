@@ -88,31 +88,48 @@ def apply_rope(x_BxTxNxDh: Array, sin_BxTxDh: Array, cos_BxTxDh: Array) -> Array
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer keys/values [B, K, S, Dh], which slots hold real tokens, and the cursor."""
+  """Per-layer keys [B, K, Dh, S] and values [B, K, S, Dh], which slots hold real tokens, and the cursor.
+
+  Keys are stored transposed so that both attention einsums read the cache in the layout
+  the CPU matmul wants (on XLA:CPU a [B, K, S, Dh] key cache is repacked for every score
+  product, which made decode attention 2x slower); on GPU/TPU the layout makes no difference.
+  """
   k: tuple
   v: tuple
   valid_BxS: Array
   index: Array  # int32 scalar: slots [0, index) are written
 
+  K_SLOT_AXIS, V_SLOT_AXIS = 3, 2
+
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
-    shape = (batch, cfg.n_kv_heads, length, cfg.head_dim)
-    def zeros():  # k and v get buffers of their own (a shared one could not be donated)
+    K, Dh = cfg.n_kv_heads, cfg.head_dim
+    def zeros(shape):  # every layer's k and v get buffers of their own (a shared one could not be donated)
       return tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.n_layers))
-    return cls(k=zeros(), v=zeros(), valid_BxS=jnp.zeros((batch, length), bool),
-               index=jnp.zeros((), jnp.int32))
+    return cls(k=zeros((batch, K, Dh, length)), v=zeros((batch, K, length, Dh)),
+               valid_BxS=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
 
   @property
   def length(self) -> int:
     return self.valid_BxS.shape[1]
 
+  def grow(self, length: int) -> "KVCache":
+    """The cache with invalid slots appended up to `length`."""
+    extra = length - self.length
+    if extra == 0:
+      return self
+    def pad(axis):
+      return lambda x: jnp.pad(x, [(0, extra if d == axis else 0) for d in range(x.ndim)])
+    return KVCache(tuple(map(pad(self.K_SLOT_AXIS), self.k)), tuple(map(pad(self.V_SLOT_AXIS), self.v)),
+                   pad(1)(self.valid_BxS), self.index)
 
-def cached_attention(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_Bx1xTxS, scale):
-  """GQA over a [B, K, S, Dh] cache with einsums whose operands need no transpose of the cache."""
+
+def cached_attention(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_Bx1xTxS, scale):
+  """GQA over the cache's layouts with einsums whose operands need no transpose of the cache."""
   B, T, H, Dh = q_BxTxHxDh.shape
-  K = k_BxKxSxDh.shape[1]
+  K = k_BxKxDhxS.shape[1]
   q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  s_BxKxGxTxS = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k_BxKxSxDh.astype(q_BxTxHxDh.dtype),
+  s_BxKxGxTxS = jnp.einsum("bkgtd,bkds->bkgts", q_BxKxGxTxDh, k_BxKxDhxS.astype(q_BxTxHxDh.dtype),
                            preferred_element_type=jnp.float32) * scale
   s_BxKxGxTxS = jnp.where(mask_Bx1xTxS[:, :, None], s_BxKxGxTxS, -jnp.inf)
   p_BxKxGxTxS = jax.nn.softmax(s_BxKxGxTxS, axis=-1).astype(q_BxTxHxDh.dtype)
@@ -141,12 +158,12 @@ class Attention(nnx.Module):
     k_BxTxKxDh = apply_rope(k_BxTxKxDh, sin, cos)
     if kv is not None:  # write the new slots into the cache, attend over all of it
       k_cache, v_cache = kv
-      k_BxKxSxDh = jax.lax.dynamic_update_slice(
-          k_cache, k_BxTxKxDh.transpose(0, 2, 1, 3).astype(k_cache.dtype), (0, 0, index, 0))
+      k_BxKxDhxS = jax.lax.dynamic_update_slice(
+          k_cache, k_BxTxKxDh.transpose(0, 2, 3, 1).astype(k_cache.dtype), (0, 0, 0, index))
       v_BxKxSxDh = jax.lax.dynamic_update_slice(
           v_cache, v_BxTxKxDh.transpose(0, 2, 1, 3).astype(v_cache.dtype), (0, 0, index, 0))
-      out_BxTxHxDh = cached_attention(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_Bx1xTxS, self.scale)
-      return self.o(out_BxTxHxDh), (k_BxKxSxDh, v_BxKxSxDh)
+      out_BxTxHxDh = cached_attention(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_Bx1xTxS, self.scale)
+      return self.o(out_BxTxHxDh), (k_BxKxDhxS, v_BxKxSxDh)
     out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_Bx1xTxS,
                                                 scale=self.scale)
     return self.o(out_BxTxHxDh), kv
