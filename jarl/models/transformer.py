@@ -16,7 +16,10 @@ valid) buffers replayed through one full forward give exactly the sampler's logi
 
 from __future__ import annotations
 
+import math
+
 import flax.struct
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -49,7 +52,11 @@ class Dense(nnx.Module):
 
   def __call__(self, x: Array) -> Array:
     x = x.astype(self.dtype)
-    y = jnp.tensordot(x, self.kernel[...].astype(self.dtype), axes=self.n_in)
+    kernel = self.kernel[...].astype(self.dtype)
+    lead, in_shape, out_shape = x.shape[:-self.n_in], kernel.shape[:self.n_in], kernel.shape[self.n_in:]
+    # One 2-D matmul: with [B, T, ...] operands XLA:CPU transposes activations for the weight
+    # gradient in a slow 3-D copy (half of a training step on CPU); in 2-D its dot takes them as they are.
+    y = (x.reshape(-1, math.prod(in_shape)) @ kernel.reshape(math.prod(in_shape), -1)).reshape(*lead, *out_shape)
     if self.lora is not None:
       y = y + self.lora(x)
     if self.bias is not None:
