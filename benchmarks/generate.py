@@ -15,7 +15,10 @@ all of them see the same machine load; compile_s = what the first call took beyo
 a typical one (XLA compilation, torch warm-up); ms_per_step = (t(N) - t(1)) / (N - 1),
 one decode step without the prefill; mfu = model FLOPs of the generated tokens (2 x
 non-embedding params + attention over the context) / wall time / the matmul peak measured
-in the same run; decode_mfu = the same for one decode step; load_average = the highest
+in the same run; decode_mfu = the same for one decode step; matmul_floor_ms (jarl rows) =
+one decode step's weight matmuls alone at this batch, jitted (`matmul_floor_s`: q|k|v, o,
+gate|up, down and the LM head, no attention, norms or sampling): about the least a float32
+XLA decoder can take per step on this machine; load_average = the highest
 1-minute load seen during the timed calls (near or above the core count: other
 processes shared the CPU, and torch's threads suffer from that more than XLA's).
 
@@ -50,7 +53,7 @@ import common
 from jarl import models, sampling
 
 COLUMNS = ("system", "preset", "batch", "prompt_len", "new_tokens", "tokens_per_s", "ms_per_step", "compile_s",
-           "mfu", "decode_mfu", "speedup_vs_transformers", "load_average", "note")
+           "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")
 
 
 def flops_per_token(cfg: models.ModelConfig, context: float) -> float:
@@ -149,6 +152,28 @@ class Tunix:
     return run
 
 
+def matmul_floor_s(cfg: models.ModelConfig, batch: int, repeats: int = 20) -> float:
+  """Median seconds of one decode step's weight matmuls alone at this batch: per layer [B, D] x the
+  fused q|k|v, o, fused gate|up and down kernels (residual adds between them), then the LM head;
+  no attention, norms or sampling: about the least a float32 XLA decode step can take here."""
+  D, F, V, L = cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers
+  qkv, att = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, cfg.n_heads * cfg.head_dim
+  shapes = [(D, qkv), (att, D), (D, 2 * F), (F, D)]
+  keys = jax.random.split(jax.random.key(0), 4 * L + 2)
+  weights = [[jax.random.normal(keys[4 * i + j], s) * 0.02 for j, s in enumerate(shapes)] for i in range(L)]
+  head = jax.random.normal(keys[-2], (D, V)) * 0.02
+  x = jax.random.normal(keys[-1], (batch, D))
+
+  @jax.jit
+  def step(x, weights, head):
+    for w_qkv, w_o, w_gu, w_down in weights:
+      x = x + (x @ w_qkv)[:, :att] @ w_o
+      gate_up = x @ w_gu
+      x = x + (gate_up[:, :F] * gate_up[:, F:]) @ w_down
+    return x @ head
+  return common.time_call(lambda: step(x, weights, head).block_until_ready(), repeats).median_s
+
+
 def measure(systems: Sequence, preset: str, cfg: models.ModelConfig, batch: int, prompt_len: int,
             new_tokens: Sequence[int], repeats: int, peak: float) -> list[dict]:
   """Every system on one workload; the timed calls go round-robin so that all see the same load."""
@@ -165,14 +190,15 @@ def measure(systems: Sequence, preset: str, cfg: models.ModelConfig, batch: int,
       start = time.perf_counter()
       call()
       times[key].append(time.perf_counter() - start)
-  rows = []
+  rows, floor_s = [], matmul_floor_s(cfg, batch)
   for s in systems:
     one = common.Timing(first[s.name, 1], times[s.name, 1])
     for n in new_tokens:
       t = common.Timing(first[s.name, n], times[s.name, n])
       step_s = (t.median_s - one.median_s) / (n - 1)
       generated_flops = batch * sum(flops_per_token(cfg, prompt_len + i + 1) for i in range(n))
-      rows.append(dict(system=s.name, preset=preset, batch=batch, prompt_len=prompt_len, new_tokens=n,
+      extra = dict(matmul_floor_ms=1e3 * floor_s) if s.name == "jarl" else {}
+      rows.append(dict(system=s.name, preset=preset, batch=batch, prompt_len=prompt_len, new_tokens=n, **extra,
                        tokens_per_s=batch * n / t.median_s, ms_per_step=1e3 * step_s, compile_s=t.compile_s,
                        mfu=generated_flops / t.median_s / peak,
                        decode_mfu=batch * flops_per_token(cfg, prompt_len + n / 2) / step_s / peak,
