@@ -108,14 +108,34 @@ def test_cli_rejects_unknown_config_keys_and_commands():
   assert out.returncode == 2 and "unknown command 'trian'" in out.stderr and "train" in out.stderr
 
 
-@pytest.mark.parametrize("name", ["quickstart", "sort_critique", "path_star"])
-def test_train_configs_are_valid(name):
+def _reference_envs() -> list[str]:
+  import reference
+  return list(reference.ENVS)
+
+
+@pytest.mark.parametrize("name, arg", [("quickstart", None), ("sort_critique", None), ("path_star", None)]
+                         + [("reference", env) for env in _reference_envs()])
+def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
   import importlib
   from jarl import envs, plan
   from jarl.agent import AgentConfig, make_layout
-  config = importlib.import_module(name).get_config()
+  module = importlib.import_module(name)
+  config = module.get_config() if arg is None else module.get_config(arg)
   train._dataclass(learner.AlgoConfig, config.algo)
   agent = train._dataclass(AgentConfig, config.agent)
   make_layout(agent, envs.make(config.env.name, guard=config.env.get("guard", False), **dict(config.env.kwargs)))
   assert plan.plan(config, n_devices=1).peak > 0
+
+
+@pytest.mark.parametrize("env", _reference_envs())
+def test_reference_act_budgets_fit_the_experts(env):
+  """configs/reference.py: every expert action of 16 episodes fits the ACT budget with its stop token."""
+  import jax
+  import reference
+  from jarl import envs
+  config = reference.get_config(env)
+  e = envs.make(env, **dict(config.env.kwargs))
+  longest = max(len(e.codec.encode(turn["action_text"])) for i in range(16)
+                for turn in e.expert_episode(jax.random.key(i)))
+  assert longest + 1 <= config.agent.act_budget, (env, longest)
