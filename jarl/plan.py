@@ -12,7 +12,7 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
   optimizer state     the learner's optax state of the trainable params           exact
   reference params    a params copy when algo.kl_coef > 0 (none with LoRA)        exact
   gradients           trainable params x 2 (micro-batch gradient + accumulator)
-  rollout KV cache    k and v [B, kv_heads, T, head_dim] per layer + valid mask   exact
+  rollout KV cache    k and v (B x kv_heads x T x head_dim each) per layer + valid mask exact
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
   rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
   update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
