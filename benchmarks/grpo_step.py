@@ -44,6 +44,9 @@ seen during the timed iterations. The notes split each system's time: jarl's rol
 and update, each jitted and timed alone after the run (`--no-breakdown` skips that);
 TRL's generation (its trainer's `_generate`: tokenize, `generate`, decode) within a step.
 
+Both systems run in one process, so `jarl.host_memory` (imported with jarl: glibc keeps freed
+host memory for reuse) applies to TRL's torch allocations too.
+
 Reference (TRL 1.16 on a 2-core CPU of this class): about 1.4 s per iteration on tiny and
 about 26 s on small; the target for jarl is >= 2x faster on both.
 

@@ -29,6 +29,9 @@ time goes, from the bare model forwards timed alone at this batch and cache leng
 header's one slot, which still runs a forward); decode_s and forced_s = those times the
 number of such forwards in one rollout; other_s = seconds - both (sampling, slot writes, env).
 
+Both systems run in one process, so `jarl.host_memory` (glibc keeps freed host memory for
+reuse) applies to the python loop's torch allocations too.
+
 Reference (the issue, this machine class, 2 cores): the python loop does about 52
 episodes/s on tiny and 6 on small; the target is jarl >= 5x on tiny and >= 3x on small.
 
