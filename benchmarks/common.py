@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import importlib.util
 import json
 import os
 import pathlib
@@ -146,6 +147,15 @@ def train_or_reuse(config, rerun: bool = False) -> dict:
   if done.exists() and not rerun and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
     return json.loads(done.read_text())
   return train.train(config, overwrite=True)
+
+
+def config_module(name: str):
+  """configs/<name>.py as a module, loaded by path (a benchmark may share its config's name)."""
+  path = RESULTS.parent.parent / "configs" / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def variant_sweep(name: str, variants: Sequence[str], run: Callable, columns: Sequence[str], notes: str,

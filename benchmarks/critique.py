@@ -25,7 +25,6 @@ Writes benchmarks/results/critique.json (+ .md).
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import pathlib
 import sys
 
@@ -51,10 +50,7 @@ COLUMNS = ("variant", "seed", "first_before", "final_before", "first_after", "fi
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("sort_critique", ROOT / "configs" / "sort_critique.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return common.config_module("sort_critique").get_config()
 
 
 def config_for(variant: str, seed: int, workdir: pathlib.Path):

@@ -20,7 +20,6 @@ Writes benchmarks/results/planning.json (+ .md).
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 
@@ -36,10 +35,7 @@ COLUMNS = ("variant", "seed", "before_rl", "after_rl", "search_after_rl", "rl_st
 
 
 def get_config():
-  spec = importlib.util.spec_from_file_location("path_star_config", ROOT / "configs" / "path_star.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return common.config_module("path_star").get_config()
 
 
 def search_success(config) -> float:

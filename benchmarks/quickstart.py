@@ -15,7 +15,6 @@ and the held-out boards (eval seed = 10000 + seed).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import pathlib
 import statistics
 import sys
@@ -28,10 +27,7 @@ import common  # noqa: E402
 
 def get_config():
   """configs/quickstart.py's get_config (loaded by path: this script is also called quickstart)."""
-  spec = importlib.util.spec_from_file_location("quickstart_config", ROOT / "configs" / "quickstart.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+  return common.config_module("quickstart").get_config()
 
 COLUMNS = ("seed", "before_rl", "after_rl", "gain", "best_eval", "wall_time_s", "steps")
 

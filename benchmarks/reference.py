@@ -14,7 +14,6 @@ run of the same config is read, not rerun (`--rerun` forces it).
 
 from __future__ import annotations
 
-import importlib.util
 import pathlib
 import sys
 
@@ -24,14 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 
 
-def _config_module():
-  spec = importlib.util.spec_from_file_location("reference_config", ROOT / "configs" / "reference.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-CONFIGS = _config_module()
+CONFIGS = common.config_module("reference")
 COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before", "return_after", "wall_time_s")
 
 
