@@ -181,9 +181,8 @@ def _policy_outputs(lm: LM, params, batch, slots) -> tuple[Array, Array, Array |
   else:
     h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
     logits_BxPxV = lm.apply(params, jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1), method="logits")
-  logits_BxPxV = logits_BxPxV.astype(jnp.float32)
-  logp_BxP = jnp.take_along_axis(jax.nn.log_softmax(logits_BxPxV), tokens_BxP[..., None], axis=-1)[..., 0]
-  return logp_BxP, algos.entropy_from_logits(logits_BxPxV), values_BxP
+  logp_BxP, entropy_BxP = algos.token_logprob_entropy(logits_BxPxV, tokens_BxP)
+  return logp_BxP, entropy_BxP, values_BxP
 
 
 def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:

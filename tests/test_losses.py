@@ -129,16 +129,44 @@ def test_gspo_equals_sequence_level_gspo_with_gradient(cl, ch):
   _close(metrics["ratio_mean"], np.repeat(s_B, mask.sum(1)).mean())
 
 
-def test_entropy_from_logits_is_stable():
+def _naive_logprob_entropy(logits, tokens):
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  return jnp.take_along_axis(logp, tokens[..., None], -1)[..., 0], -(jnp.exp(logp) * logp).sum(-1)
+
+
+def test_token_logprob_entropy_is_stable_and_exact():
   logits = _rng(4).normal(size=(2, 3, 11)).astype(np.float32) * np.array([1.0, 50.0, 1e4], np.float32)[:, None]
+  tokens = _rng(7).integers(0, 11, size=(2, 3))
   p = np.exp(logits.astype(np.float64) - logits.max(-1, keepdims=True))
   p /= p.sum(-1, keepdims=True)
-  ref = -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
-  got = _both(L.entropy_from_logits, logits)
-  assert np.isfinite(got).all()
-  _close(got, ref, 1e-4)
+  ref_entropy = -(p * np.log(np.where(p > 0, p, 1))).sum(-1)
+  ref_logp = np.log(np.take_along_axis(p, tokens[..., None], -1)[..., 0] + 1e-300)
+  logp, entropy = _both(L.token_logprob_entropy, logits, tokens)
+  assert np.isfinite(entropy).all()
+  _close(entropy, ref_entropy, 1e-4)
+  finite = ref_logp > -50  # a token 1e4 below the max has log-prob -1e4-ish; compare where float64 can
+  _close(np.asarray(logp)[finite], ref_logp[finite], 1e-4)
   with pytest.raises(AssertionError):
-    L.entropy_from_logits(logits[0])
+    L.token_logprob_entropy(logits[0], tokens[0])
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_token_logprob_entropy_gradient_matches_autodiff(dtype):
+  logits = jnp.asarray(_rng(8).normal(size=(3, 5, 37)) * 3, dtype)
+  tokens = jnp.asarray(_rng(9).integers(0, 37, size=(3, 5)))
+  w_logp, w_entropy = (jnp.asarray(_rng(s).normal(size=(3, 5)), jnp.float32) for s in (10, 11))
+
+  def objective(fn):
+    return lambda l: sum((w * x).sum() for w, x in zip((w_logp, w_entropy), fn(l, tokens)))
+
+  got = jax.jit(jax.grad(objective(L.token_logprob_entropy)))(logits)
+  want = jax.grad(objective(_naive_logprob_entropy))(logits)
+  assert got.dtype == dtype
+  _close(np.asarray(got, np.float32), np.asarray(want, np.float32), 1e-5 if dtype == jnp.float32 else 2e-2)
+  _close(L.token_logprob_entropy(logits, tokens), _naive_logprob_entropy(logits, tokens), 1e-5)
+
+
+def test_masked_mean():
   x, mask = _rng(5).normal(size=(3, 4)), _rng(6).random((3, 4)) < 0.5
   _close(L.masked_mean(x, mask), x[mask].mean())
   _close(L.masked_mean(x, np.zeros_like(mask)), 0.0)

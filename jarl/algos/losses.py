@@ -122,11 +122,47 @@ def gspo(logp_BxT: Array, old_logp_BxT: Array, adv_BxT: Array, mask_BxT: Array, 
   return get_aggregation(agg)(loss_BxT, mask_BxT, norm_len), metrics
 
 
-def entropy_from_logits(logits_BxTxV: Array) -> Array:
-  """Entropy [B, T] of softmax(logits): H = -sum_v p_v log p_v, computed stably from log_softmax."""
+@jax.custom_vjp
+def token_logprob_entropy(logits_BxTxV: Array, tokens_BxT: Array) -> tuple[Array, Array]:
+  """(log softmax(logits)[token], entropy of softmax(logits)), each [B, T], in float32.
+
+  Fused for large vocabularies: the forward reads the logits twice (max, then one pass
+  that sums exp(l - max) and exp(l - max) (l - max)), and the backward reads them once
+  and writes the gradient, instead of materialising log_softmax, its exp and their
+  products (four more passes over [B, T, V] on a 32k vocabulary). With Z = sum e^(l-m)
+  and S = sum e^(l-m) (l-m): lse = m + log Z, H = log Z - S / Z; the gradients are
+  dlogp/dl = onehot - p and dH/dl = -p (l - lse + H).
+  """
+  return _token_logprob_entropy_fwd(logits_BxTxV, tokens_BxT)[0]
+
+
+def _token_logprob_entropy_fwd(logits_BxTxV, tokens_BxT):
   chex.assert_rank(logits_BxTxV, 3)
-  logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
-  return -(jnp.exp(logp_BxTxV) * logp_BxTxV).sum(-1)
+  chex.assert_equal_shape_prefix([logits_BxTxV, tokens_BxT], 2)
+  raw_logits_BxTxV, logits_BxTxV = logits_BxTxV, logits_BxTxV.astype(jnp.float32)
+  max_BxT = jax.lax.stop_gradient(logits_BxTxV.max(-1))
+  shifted_BxTxV = logits_BxTxV - max_BxT[..., None]
+  exp_BxTxV = jnp.exp(shifted_BxTxV)
+  z_BxT, s_BxT = exp_BxTxV.sum(-1), (exp_BxTxV * shifted_BxTxV).sum(-1)
+  log_z_BxT = jnp.log(z_BxT)
+  lse_BxT = max_BxT + log_z_BxT
+  entropy_BxT = log_z_BxT - s_BxT / z_BxT
+  logp_BxT = jnp.take_along_axis(logits_BxTxV, tokens_BxT[..., None], axis=-1)[..., 0] - lse_BxT
+  return (logp_BxT, entropy_BxT), (raw_logits_BxTxV, tokens_BxT, lse_BxT, entropy_BxT)
+
+
+def _token_logprob_entropy_bwd(residuals, grads):
+  logits_BxTxV, tokens_BxT, lse_BxT, entropy_BxT = residuals
+  g_logp_BxT, g_entropy_BxT = grads
+  logp_BxTxV = logits_BxTxV.astype(jnp.float32) - lse_BxT[..., None]
+  p_BxTxV = jnp.exp(logp_BxTxV)
+  onehot_BxTxV = jnp.arange(logits_BxTxV.shape[-1]) == tokens_BxT[..., None]
+  d_BxTxV = (g_logp_BxT[..., None] * (onehot_BxTxV - p_BxTxV)
+             - g_entropy_BxT[..., None] * p_BxTxV * (logp_BxTxV + entropy_BxT[..., None]))
+  return d_BxTxV.astype(logits_BxTxV.dtype), None
+
+
+token_logprob_entropy.defvjp(_token_logprob_entropy_fwd, _token_logprob_entropy_bwd)
 
 
 # KL to a reference policy from the sampled tokens' log-probs (Schulman 2020, "Approximating KL
