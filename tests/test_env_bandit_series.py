@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from env_checks import check_contract, check_expert_solves, check_jit_matches_eager
 from jarl.envs import bandit_series, make
@@ -12,7 +13,7 @@ STEP = jax.jit(ENV.step)
 VRESET, VSTEP = jax.jit(jax.vmap(ENV.reset)), jax.jit(jax.vmap(ENV.step))
 # Deterministic payouts: the best arm is 2, then 3, then 1.
 SURE = bandit_series.BanditState(jnp.asarray([[0, 1, 0], [0, 0, 1], [1, 0, 0]], jnp.float32), jnp.int32(0),
-                                 jnp.bool_(True))
+                                 jnp.bool_(True), jnp.zeros(3, jnp.int32), jnp.zeros(3, jnp.int32))
 
 
 def _play(arms, state=SURE):
@@ -78,8 +79,43 @@ def test_vmap_matches_single():
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b)[i])
 
 
-def test_contract_and_expert():
+def test_contract_and_oracle_expert():
   check_contract(ENV)
-  episodes = check_expert_solves(ENV, n_episodes=3)
+  oracle = make("bandit_series", expert="oracle")
+  episodes = check_expert_solves(oracle, n_episodes=3)
   assert all(len(turns) == 15 and sum(t["info"]["best_arm"] for t in turns) == 15 for turns in episodes)
   check_jit_matches_eager(ENV)
+  with pytest.raises(ValueError, match="available"):
+    make("bandit_series", expert="psychic")
+
+
+def _expert_play(env, state, turns):
+  step, arms = jax.jit(env.step), []
+  for t in range(turns):
+    arms.append(env.expert_action(jax.device_get(state)))
+    state, *_ = step(state, env.action_tokens(arms[-1]), jax.random.key(t))
+  return arms, state
+
+
+def test_explore_commit_expert_reads_only_what_the_agent_saw():
+  arms, state = _expert_play(ENV, SURE, 15)  # sure payouts: one pull of each arm tells the best one
+  assert arms == ["1", "2", "3", "2", "2", "1", "2", "3", "3", "3", "1", "2", "3", "1", "1"]
+  assert bool(state.judged_ok) and int(state.turn) == 15
+  # the counts are this round's: after 2 pulls of round 3 (arms 1 and 2, both sure for arm 1)
+  _, mid = _expert_play(ENV, SURE, 12)
+  assert mid.pulls_K.tolist() == [1, 1, 0] and mid.wins_K.tolist() == [1, 0, 0]
+  # On random arms it succeeds far above chance (0.14%) without reading the probabilities.
+  success = [ENV.expert_episode(jax.random.key(s))[-1]["info"]["success"] for s in range(24)]
+  assert np.mean(success) > 0.1
+
+
+def test_blind_hides_the_payouts_only():
+  blind = make("bandit_series", blind=True)
+  seen, hidden = _play(["1", "2", "x", "3", "3"]), []
+  state = SURE
+  for t, arm in enumerate(["1", "2", "x", "3", "3"]):
+    state, obs, reward, *_ = jax.jit(blind.step)(state, blind.action_tokens(arm), jax.random.key(t))
+    hidden.append((blind.codec.text(obs), float(reward)))
+  assert [h[0] for h in hidden] == ["arm 1: ?", "arm 2: ?", "invalid", "arm 3: ?", "arm 3: ?; round 2/3: new arms 1-3"]
+  assert [h[1] for h in hidden] == [t[1] for t in seen]
+  assert blind.obs_len == ENV.obs_len and blind.action_len == ENV.action_len
