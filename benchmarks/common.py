@@ -161,7 +161,10 @@ def config_module(name: str):
 def variant_sweep(name: str, variants: Sequence[str], run: Callable, columns: Sequence[str], notes: str,
                   description: str) -> None:
   """The command line of a learning benchmark: `run(variant, seed, workdir, rerun) -> row` for
-  every --variants x --seeds (default all x 0 1 2), a mean row per variant, results/<name>.*."""
+  every --variants x --seeds (default all x 0 1 2), a mean row per variant, results/<name>.*.
+
+  Running some of the variants keeps the other variants' rows of an existing results file
+  (in `variants` order), and the notes say which variants this command ran."""
   import argparse
   import sys
   parser = argparse.ArgumentParser(description=description)
@@ -171,15 +174,31 @@ def variant_sweep(name: str, variants: Sequence[str], run: Callable, columns: Se
   parser.add_argument("--rerun", action="store_true")
   args = parser.parse_args()
   machine = machine_info()
-  rows = []
+  rows = {}
   for variant in args.variants:
     runs = [run(variant, s, pathlib.Path(f"{args.workdir_prefix}{variant}_seed{s}"), args.rerun) for s in args.seeds]
     mean = {"variant": variant, "seed": "mean"}
     for key in columns[2:]:
       values = [r[key] for r in runs if r.get(key, "") != ""]
       mean[key] = statistics.mean(values) if values else ""
-    rows += runs + [mean]
-  write_results(name, machine, rows, columns, notes=f"Command: `python {' '.join(sys.argv)}`. {notes}")
+    rows[variant] = runs + [mean]
+  command = f"Command: `python {' '.join(sys.argv)}`."
+  kept = _kept_rows(name, set(variants) - set(args.variants))
+  if kept:
+    rows.update(kept)
+    command += f" Rows of {', '.join(v for v in variants if v in kept)} are from an earlier run of the same benchmark."
+  write_results(name, machine, [r for v in variants if v in rows for r in rows[v]], columns,
+                notes=f"{command} {notes}")
+
+
+def _kept_rows(name: str, variants: set) -> dict:
+  """variant -> its rows in the existing results/<name>.json, for the given variants."""
+  path = RESULTS / f"{name}.json"
+  kept = {}
+  for row in json.loads(path.read_text())["rows"] if path.exists() and variants else []:
+    if row["variant"] in variants:
+      kept.setdefault(row["variant"], []).append(row)
+  return kept
 
 
 def restore_final(config):
