@@ -201,6 +201,9 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   if algo.needs_critic and lm.kind != "policy_value":
     raise ValueError(f"advantage {algo.advantage!r} needs a value head: use a 'policy_value' model "
                      "(jarl.models.with_value_head)")
+  if credit.needs_values(algo.segment_credit) and not algo.needs_critic:
+    raise ValueError(f"segment credit {credit.needs_values(algo.segment_credit)} reads the critic: choose a critic "
+                     f"advantage ({sorted(CRITIC_ESTIMATORS)}) on a 'policy_value' model, not {algo.advantage!r}")
   tx = make_optimizer(optim)
   estimator = algos.get_advantage(algo.advantage)
   policy_loss = algos.get_policy_loss(algo.policy_loss)
@@ -259,7 +262,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     if algo.needs_critic:  # the estimator reads values at every slot
       values_BxT = jax.lax.stop_gradient(_policy_outputs(lm, state.params, batch, None)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
-    batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size)
+    batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size, values_BxT)
     if algo.needs_critic:
       batch["old_value"], batch["returns"] = values_BxT, estimate.returns_BxT
     stats = algos.group_stats(algos.advantages.episode_returns(traj), group_size)

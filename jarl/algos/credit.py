@@ -10,7 +10,9 @@ So a verdict's consequence is known exactly, not estimated. A credit is a regist
 and `apply` writes it over the main estimator's advantage on one segment's tokens. In a
 config: `algo.segment_credit = dict(act="first_attempt", verdict="counterfactual",
 revise=dict(name="score", alpha=1.0))`; segments not named keep the main estimator's
-advantage (e.g. PLAN: the episode-level group advantage).
+advantage (e.g. PLAN: the episode-level group advantage). A credit that reads the critic
+(`plan_value`) is registered with `needs_values = True` and gets the value at every slot,
+`values_BxT`; it needs a value-head model and a critic estimator (gae, gae_turns).
 
 Per-turn groups: at turn n the group of task g is its rows that play turn n (rows
 g*G .. g*G+G-1), so a group baseline compares samples of the same task and turn.
@@ -23,6 +25,7 @@ import jax.numpy as jnp
 
 from jarl.agent import POLICY_SEGMENTS, Segment
 from jarl.algos.registry import get_credit, register_credit
+from jarl.rollout import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -97,6 +100,38 @@ def score(traj: Trajectory, *, group_size: int, alpha: float = 1.0, scale: bool 
   return group_centered(r_hat_BxN, traj.turn_live, group_size, scale)
 
 
+@register_credit("plan_value")
+def plan_value(traj: Trajectory, *, group_size: int, values_BxT: Array) -> Array:
+  """PLAN: a turn-level critic's verdict on the plan, A = V(after the plan) - V(before it).
+
+  V(before) is the value at the slot that predicted the plan's first sampled token (the
+  state the plan was chosen in, header read), V(after) the value at its last sampled token:
+  the TD advantage of the plan as one action with no reward of its own (gamma = 1). A plan
+  that makes the critic expect more of the rest of the episode gets a positive advantage;
+  turns without sampled PLAN tokens get 0. The critic is the one the main estimator trains.
+  """
+  N = traj.turn_reward.shape[1]
+  T = traj.tokens.shape[1]
+  plan_BxT = traj.loss_mask & (traj.segment == int(Segment.PLAN))
+  plan_BxNxT = plan_BxT[:, None, :] & (traj.turn[:, None, :] == jnp.arange(N)[None, :, None])
+  slot_T = jnp.arange(T)
+  first_BxN = jnp.where(plan_BxNxT, slot_T, T).min(-1)
+  last_BxN = jnp.where(plan_BxNxT, slot_T, -1).max(-1)
+  has_BxN = last_BxN >= 0
+  source_BxT = source_slots(traj.valid)
+  before_BxN = jnp.take_along_axis(source_BxT, jnp.clip(first_BxN, 0, T - 1), axis=1)
+  value = lambda slot_BxN: jnp.take_along_axis(values_BxT, jnp.clip(slot_BxN, 0, T - 1), axis=1)  # noqa: E731
+  return jnp.where(has_BxN & traj.turn_live, value(last_BxN) - value(before_BxN), 0.0)
+
+
+plan_value.needs_values = True
+
+
+def needs_values(segment_credit: tuple) -> list[str]:
+  """The credit names in a spec() tuple that read the critic's values."""
+  return [name for _, name, _ in segment_credit if getattr(get_credit(name), "needs_values", False)]
+
+
 def spec(segment_credit) -> tuple:
   """{segment: name | {name, **hparams}} (or its sorted-items tuple) -> ((segment, name, hparams), ...), checked."""
   out = []
@@ -118,14 +153,23 @@ def spec(segment_credit) -> tuple:
   return tuple(sorted(out))
 
 
-def apply(traj: Trajectory, adv_BxT: Array, segment_credit: tuple, group_size: int) -> Array:
+def apply(traj: Trajectory, adv_BxT: Array, segment_credit: tuple, group_size: int,
+          values_BxT: Array | None = None) -> Array:
   """Overwrite adv_BxT on each named segment's policy tokens with its credit.
 
-  `segment_credit`: ((segment name, credit name, ((hparam, value), ...)), ...).
+  `segment_credit`: ((segment name, credit name, ((hparam, value), ...)), ...); `values_BxT`:
+  the critic's value at every slot, for credits that read it.
   """
   turn_BxT = jnp.clip(traj.turn, 0, traj.turn_reward.shape[1] - 1)
   for segment, name, hparams in segment_credit:
-    adv_BxN = get_credit(name)(traj, group_size=group_size, **dict(hparams))
+    fn = get_credit(name)
+    extra = {}
+    if getattr(fn, "needs_values", False):
+      if values_BxT is None:
+        raise ValueError(f"segment credit {name!r} reads the critic: use a value-head model and a critic "
+                         "advantage estimator (gae, gae_turns)")
+      extra["values_BxT"] = values_BxT
+    adv_BxN = fn(traj, group_size=group_size, **dict(hparams), **extra)
     on_BxT = traj.loss_mask & (traj.segment == int(Segment[segment.upper()]))
     adv_BxT = jnp.where(on_BxT, jnp.take_along_axis(adv_BxN, turn_BxT, axis=1), adv_BxT)
   return adv_BxT
