@@ -12,6 +12,9 @@ number of sampled tokens:
             reach), and RL is paid the env's subgoal bonus (0.1 for a stated cell closer to the
             goal than any visited, reached within 2 turns) on top of the goal's 1;
             40 RL iterations
+  plan_critic  `plan` with a turn-level critic: a value head, GAE over turns (gae_turns) for
+            every segment, and the PLAN tokens credited with V(after the plan) - V(before it)
+            (`credit.plan_value`) instead of the episode's group advantage; 40 RL iterations
   act_only  the same without PLAN (the reference run): 12 slots per turn, 80 RL iterations
 
 Held-out evaluation (128 mazes, eval seed 10000 + seed): greedy success (reaching the goal
@@ -28,18 +31,22 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 
 PLAN_BUDGET = 12  # "subgoal R C" on a 5x5 maze is at most 11 bytes, plus the stop token
-VARIANTS = ("plan", "act_only")
+VARIANTS = ("plan", "plan_critic", "act_only")
 COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before", "return_after", "rl_steps",
            "wall_time_s")
 
 
 def get_config(variant: str):
   config = common.config_module("reference").get_config("subgoal_maze")
-  if variant == "plan":
+  if variant.startswith("plan"):
     config.agent.plan_budget = PLAN_BUDGET
-  else:  # matched sampled slots: (plan + act) / act times the iterations
+  if variant == "plan_critic":
+    config.algo.advantage = "gae_turns"
+    config.algo.segment_credit = ConfigDict(dict(plan="plan_value"))
+  if variant == "act_only":  # matched sampled slots: (plan + act) / act times the iterations
     config.train.steps = config.train.steps * (PLAN_BUDGET + config.agent.act_budget) // config.agent.act_budget
   return config
 
