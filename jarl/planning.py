@@ -153,7 +153,7 @@ class BestOfK:
                 text=Tokens(jnp.full((B, self.budget), r.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32)))
     (c, best), scores_KxB = jax.lax.scan(candidate, (start, none), (jnp.arange(K), candidate_keys(keys["act"], K)))
     first_Bx1 = start.cache.index + best["k_B"][:, None] * self.budget  # the chosen range's first slot
-    slot_1xT = jnp.arange(c.cache.length)[None, :]
+    slot_1xT = jnp.arange(c.buf["valid"].shape[1])[None, :]
     keep_BxT = (slot_1xT >= first_Bx1) & (slot_1xT < first_Bx1 + self.budget)
     c = keep_slots(start, c, keep_BxT, best["cursor"])
     record = dict(chosen=best["k_B"], best_score=best["score_B"], scores=scores_KxB.T)

@@ -162,18 +162,29 @@ class Runner:
     """Observations [B, obs_len] behind the feedback header, in feedback_len slots."""
     return _join(self.codec, self.layout.feedback_header, obs, self.layout.feedback_len)
 
-  def start(self, params, obs: Tokens) -> Carry:
-    """Empty cache and slot buffers, then the PROMPT: instructions and the first observations [B, obs_len]."""
+  def start(self, params, obs: Tokens, cache_len: int | None = None) -> Carry:
+    """Empty cache and slot buffers, then the PROMPT: instructions and the first observations [B, obs_len].
+
+    The slot buffers hold the whole episode (layout.total_len slots); the KV cache holds
+    `cache_len` slots (default: as many), and `grow` extends it between turns.
+    """
     B, T = obs.ids.shape[0], self.layout.total_len
-    cache = KVCache.init(self.lm.config, B, T)
-    if self.mesh is not None:
-      cache = jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, B))
+    cache = self._constrain(KVCache.init(self.lm.config, B, cache_len or T))
     buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
     cfg = self.lm.config
     c = Carry(cache, buf, jnp.zeros((B, cfg.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
               jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype))
     prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
     return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
+
+  def grow(self, c: Carry, cache_len: int) -> Carry:
+    """The carry with its KV cache extended to `cache_len` slots (new slots invalid)."""
+    return c.replace(cache=self._constrain(c.cache.grow(cache_len)))
+
+  def _constrain(self, cache: KVCache) -> KVCache:
+    if self.mesh is None:
+      return cache
+    return jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, cache.valid_BxS.shape[0]))
 
   def policy(self, params, c: Carry, turn, alive_B, keys: dict,
              env_state=None) -> tuple[Carry, Tokens, Array, dict, dict]:
@@ -243,9 +254,14 @@ def _sampler(sampling: SamplingConfig) -> Callable:
 
 
 def new_slots(before: Carry, after: Carry) -> Array:
-  """[T]: the slots written since `before`."""
-  slot_T = jnp.arange(after.cache.length)
+  """[T]: the slots written since `before` (T: the slot buffers' length; the cache may be shorter)."""
+  slot_T = jnp.arange(after.buf["valid"].shape[1])
   return (slot_T >= before.cache.index) & (slot_T < after.cache.index)
+
+
+def _in_cache(x_BxT: Array, cache: KVCache) -> Array:
+  """A [B, T] slot mask cut to the cache's slots (the cursor never passes them)."""
+  return x_BxT[:, :cache.length]
 
 
 def _drop(before: Carry, after: Carry, drop_B: Array) -> Carry:
@@ -253,7 +269,7 @@ def _drop(before: Carry, after: Carry, drop_B: Array) -> Carry:
   (invalid in the KV cache and the buffers) and their cursor state is restored."""
   new_BxT = drop_B[:, None] & new_slots(before, after)[None]
   buf = jax.tree.map(lambda old, x: jnp.where(new_BxT, old, x), before.buf, after.buf)  # old: never written
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~new_BxT)
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~_in_cache(new_BxT, after.cache))
   return after.replace(cache=cache, buf=buf, **_where(drop_B, cursor(before), cursor(after)))
 
 
@@ -261,7 +277,7 @@ def hide_slots(before: Carry, after: Carry) -> Carry:
   """Set aside, for every row, what was written since `before` (a best-of-K candidate): its
   slots become invisible to later tokens (KV cache validity off) and the cursor state is
   restored, but the buffers keep their contents (`keep_slots` brings one candidate back)."""
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~new_slots(before, after)[None])
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~_in_cache(new_slots(before, after)[None], after.cache))
   return after.replace(cache=cache, **cursor(before))
 
 
@@ -271,7 +287,7 @@ def keep_slots(before: Carry, after: Carry, keep_BxT: Array, kept_cursor: dict) 
   loss). Each row's cursor state becomes `kept_cursor`, as after its kept slots."""
   idle_BxT = new_slots(before, after)[None] & ~keep_BxT
   buf = jax.tree.map(lambda old, x: jnp.where(idle_BxT, old, x), before.buf, after.buf)  # old: never written
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS | (keep_BxT & buf["valid"]))
+  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS | _in_cache(keep_BxT & buf["valid"], after.cache))
   return after.replace(cache=cache, buf=buf, **kept_cursor)
 
 
@@ -319,6 +335,14 @@ def _join(codec, head: Tokens, body: Tokens, size: int) -> Tokens:
   return jax.vmap(lambda ids, n: codec.concat([head, Tokens(ids, n)], size))(body.ids, body.length)
 
 
+def turn_groups(n_turns: int, groups: int = 4) -> list[int]:
+  """Where the rollout's scan over turns stops to grow the KV cache: the end of each of up to
+  `groups` runs of turns. Each run is its own scan (the turn is traced once per run), and
+  attends over the slots its last turn can reach, not the whole episode's."""
+  size = -(-n_turns // groups)
+  return list(range(size, n_turns, size)) + [n_turns]
+
+
 @functools.lru_cache(maxsize=32)
 def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_size: int = 1,
                  sampling: SamplingConfig = SamplingConfig(), mesh: Mesh | None = None,
@@ -329,13 +353,16 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
   `candidate_sampling`: with best-of-K, the sampler of candidates 2..K (None: `sampling`);
   candidate 1 always draws as a K = 1 rollout would (e.g. greedy, then sampled alternatives).
   """
-  runner = Runner(lm, make_layout(agent, env), sampling, choose, mesh, candidate_sampling)
+  layout = make_layout(agent, env)
+  runner = Runner(lm, layout, sampling, choose, mesh, candidate_sampling)
   B, N = n_tasks * group_size, env.max_turns
+  groups = turn_groups(N)
+  cache_lens = [min(layout.prompt_len + (n + 1) * layout.turn_len, layout.total_len) for n in range(N)]
 
   def collect(params, key):
     key_tasks, key_env, key_turns = jax.random.split(key, 3)
     state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
-    c = runner.start(params, obs)
+    c = runner.start(params, obs, cache_lens[groups[0] - 1])
 
     def turn_fn(carry, xs):
       c, state, alive_B = carry
@@ -362,8 +389,13 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       return (c, state, still_B), record
 
     turns = (jnp.arange(N), jax.random.split(key_turns, N))
-    (c, _, _), rec = jax.lax.scan(turn_fn, (c, state, jnp.ones((B,), bool)), turns)
-    return trajectory(c.buf, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec))  # [N, B] -> [B, N]
+    carry, recs = (c, state, jnp.ones((B,), bool)), []
+    for first, end in zip([0] + groups[:-1], groups):  # turns [first, end) attend over the slots they can reach
+      carry = (runner.grow(carry[0], cache_lens[end - 1]),) + carry[1:]
+      carry, rec = jax.lax.scan(turn_fn, carry, jax.tree.map(lambda x: x[first:end], turns))
+      recs.append(rec)
+    rec = jax.tree.map(lambda *x: jnp.concatenate(x), *recs)
+    return trajectory(carry[0].buf, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec))  # [N, B] -> [B, N]
 
   if mesh is None:
     return jax.jit(collect)

@@ -7,6 +7,7 @@ import pytest
 
 from jarl import envs, models, sharding
 from jarl.agent import AgentConfig, Segment, make_layout
+from jarl import rollout
 from jarl.rollout import make_collect, replay_logprobs
 from jarl.sampling import SamplingConfig
 import env_checks
@@ -125,6 +126,23 @@ def test_sharded_rollout_matches_one_device(lm):
   assert got.tokens.sharding.spec == sharding.batch_sharding(mesh).spec
   np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
   np.testing.assert_allclose(np.asarray(got.logprob), np.asarray(want.logprob), atol=1e-4)
+
+
+def test_cache_grown_per_group_of_turns_matches_one_full_cache(lm, monkeypatch):
+  """The turn scan runs in groups, each attending over the slots it can reach; the episode is
+  the same as with the whole episode's cache from the first turn."""
+  assert rollout.turn_groups(3) == [1, 2, 3] and rollout.turn_groups(16) == [4, 8, 12, 16]
+  assert rollout.turn_groups(1) == [1] and rollout.turn_groups(6) == [2, 4, 6]
+  agent, key = SCHEMAS["all"], jax.random.key(6)
+  grouped = make_collect(lm, ENV, agent, n_tasks=2, group_size=2)(lm.params, key)
+  monkeypatch.setattr(rollout, "turn_groups", lambda n: [n])
+  make_collect.cache_clear()
+  whole = make_collect(lm, ENV, agent, n_tasks=2, group_size=2)(lm.params, key)
+  make_collect.cache_clear()
+  np.testing.assert_array_equal(np.asarray(grouped.tokens), np.asarray(whole.tokens))
+  np.testing.assert_array_equal(np.asarray(grouped.valid), np.asarray(whole.valid))
+  np.testing.assert_allclose(np.asarray(grouped.logprob), np.asarray(whole.logprob), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(grouped.turn_reward), np.asarray(whole.turn_reward))
 
 
 def test_bad_agent_config_is_a_clear_error():
