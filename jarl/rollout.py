@@ -37,7 +37,7 @@ from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
-from jarl.sampling import SamplingConfig, sample_tokens
+from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -123,7 +123,7 @@ class Runner:
         keep_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
         logits_BxV = jnp.where(keep_V, logits_BxV, -jnp.inf)
       token_B = jnp.where(active_B, choose(logits_BxV, key), self.pad_id)
-      raw_logprob_B = jnp.take_along_axis(jax.nn.log_softmax(c.logits_BxV), token_B[:, None], 1)[:, 0]
+      raw_logprob_B = policy_logprob(c.logits_BxV, token_B)
       positions_B = c.next_pos_B
       h_Bx1xD, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache, active_B[:, None],
                                      method="hidden")  # hidden + logits: plain and policy_value handles alike

@@ -102,16 +102,16 @@ def _pick(x_BxV: Array, index_B: Array) -> Array:
   return jnp.take_along_axis(x_BxV, index_B[:, None], axis=-1)[:, 0]
 
 
-def _policy_logprob(logits_BxV: Array, token_B: Array) -> Array:  # log softmax(logits)[token]
+def policy_logprob(logits_BxV: Array, token_B: Array) -> Array:  # log softmax(logits)[token]
   return _pick(logits_BxV, token_B) - jax.nn.logsumexp(logits_BxV, axis=-1)
 
 
 def token_logprobs(logits_BxV: Array, token_B: Array, cfg: SamplingConfig) -> tuple[Array, Array]:
   """(logprob under the sampling distribution, logprob under the policy) of given tokens."""
-  raw_B = _policy_logprob(logits_BxV, token_B)
+  raw_B = policy_logprob(logits_BxV, token_B)
   if cfg.greedy:
     return jnp.zeros_like(raw_B), raw_B
-  return (raw_B if cfg.plain else _policy_logprob(filter_logits(logits_BxV, cfg), token_B)), raw_B
+  return (raw_B if cfg.plain else policy_logprob(filter_logits(logits_BxV, cfg), token_B)), raw_B
 
 
 def argmax(x_BxV: Array) -> Array:
@@ -152,9 +152,9 @@ def sample_tokens(logits_BxV: Array, key: Array, cfg: SamplingConfig) -> tuple[A
   """One token per row: (token_B int32, logprob_B, raw_logprob_B); see `token_logprobs`."""
   if cfg.greedy:
     token_B = argmax(logits_BxV)
-    return token_B, jnp.zeros(token_B.shape, jnp.float32), _policy_logprob(logits_BxV, token_B)
+    return token_B, jnp.zeros(token_B.shape, jnp.float32), policy_logprob(logits_BxV, token_B)
   token_B, logprob_B = categorical(key, filter_logits(logits_BxV, cfg))
-  return token_B, logprob_B, (logprob_B if cfg.plain else _policy_logprob(logits_BxV, token_B))
+  return token_B, logprob_B, (logprob_B if cfg.plain else policy_logprob(logits_BxV, token_B))
 
 
 @flax.struct.dataclass
