@@ -63,6 +63,8 @@ class AgentConfig:
   revise_budget: int | None = None  # None: same as the ACT budget
   act_candidates: int = 1  # K: best-of-K over sampled ACT candidates (jarl.planning); 1: off
   candidate_score: str = "env"  # how candidates are scored: a name registered in jarl.planning
+  search_simulations: int = 32  # candidate_score="search": Gumbel MuZero simulations per turn (jarl.search)
+  search_depth: int | None = None  # and its depth in turns (None: the env's max_turns)
   system: str = "{instructions}\n"  # "{instructions}" is replaced by the env's instructions
   plan_header: str = "plan: "
   act_header: str = "act: "
@@ -83,6 +85,9 @@ class AgentConfig:
         raise ValueError(f"AgentConfig.{name} must be >= 1 or None, got {getattr(self, name)}")
     if self.act_candidates < 1:
       raise ValueError(f"AgentConfig.act_candidates must be >= 1, got {self.act_candidates}")
+    if self.search_simulations < 1 or (self.search_depth is not None and self.search_depth < 1):
+      raise ValueError(f"AgentConfig.search_simulations and search_depth must be >= 1, got "
+                       f"{self.search_simulations} and {self.search_depth}")
     from jarl import planning  # noqa: PLC0415  (planning imports the rollout, which imports this module)
     planning.get_scorer(self.candidate_score)
 

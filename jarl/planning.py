@@ -17,6 +17,10 @@ Scorers (`register_scorer`): `score_B = scorer(scene, candidate)`, higher is bet
            one step of lookahead with the true simulator, using the key the real step uses
            (in-graph envs only: a host env has no pure step)
   "value"  the value head at the candidate's last token (a 'policy_value' model)
+A joint scorer (`joint=True`) rates all K candidates at once, after they are sampled:
+`scores_BxK = scorer(scene, candidates [K, B, ...], logprob_BxK, agent)`.
+  "search" Gumbel MuZero tree search over sequences of the K candidates with the env as the
+           simulator (`jarl.search`; AgentConfig.search_simulations, .search_depth)
 
 Candidate 1 draws with the turn's ACT key, exactly the action a K = 1 rollout samples;
 candidate k > 1 draws with fold_in(key, k), from `candidate_sampling` when given (a greedy
@@ -37,6 +41,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from jarl import search
 from jarl.agent import Layout, Segment
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
@@ -65,13 +70,14 @@ class Candidate(NamedTuple):
 _SCORERS: dict[str, Callable] = {}
 
 
-def register_scorer(name: str, *, needs_env: bool = False, needs_value: bool = False) -> Callable:
+def register_scorer(name: str, *, needs_env: bool = False, needs_value: bool = False, joint: bool = False) -> Callable:
   """Decorator: `@register_scorer("env", needs_env=True)` makes a scorer available as
-  `AgentConfig.candidate_score`. needs_env: it steps the in-graph env; needs_value: a value head."""
+  `AgentConfig.candidate_score`. needs_env: it steps the in-graph env; needs_value: a value head;
+  joint: it rates all K candidates at once (see the module docstring)."""
   def add(fn):
     if name in _SCORERS:
       raise ValueError(f"candidate scorer {name!r} is already registered")
-    fn.needs_env, fn.needs_value = needs_env, needs_value
+    fn.needs_env, fn.needs_value, fn.joint = needs_env, needs_value, joint
     _SCORERS[name] = fn
     return fn
   return add
@@ -97,6 +103,16 @@ def env_lookahead(scene: Scene, cand: Candidate) -> Array:
 def value_estimate(scene: Scene, cand: Candidate) -> Array:
   """The value head's estimate after the candidate's last token."""
   return scene.lm.apply(scene.params, cand.hidden_BxD[:, None], method="value")[:, 0]
+
+
+@register_scorer("search", needs_env=True, joint=True)
+def tree_search(scene: Scene, cands: Candidate, logprob_BxK: Array, agent) -> Array:
+  """Gumbel MuZero's improved policy at the root over the K candidates (`jarl.search`)."""
+  if scene.state is None:
+    raise ValueError("candidate_score='search' needs the turn's env state: Runner.policy(..., env_state=state)")
+  key = jax.random.fold_in(scene.env_keys_B[0], 1)
+  return search.gumbel_muzero_scores(scene.env, scene.state, cands.action, logprob_BxK, key, scene.extra,
+                                     agent.search_simulations, agent.search_depth)
 
 
 def check(lm: LM, layout: Layout) -> None:
@@ -151,13 +167,38 @@ class BestOfK:
 
     none = dict(k_B=jnp.zeros((B,), jnp.int32), score_B=jnp.zeros((B,), jnp.float32), cursor=cursor(start),
                 text=Tokens(jnp.full((B, self.budget), r.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32)))
-    (c, best), scores_KxB = jax.lax.scan(candidate, (start, none), (jnp.arange(K), candidate_keys(keys["act"], K)))
+    if self.scorer.joint:
+      c, best, scores_KxB = self.joint(params, scene, start, turn, alive_B, keys)
+    else:
+      (c, best), scores_KxB = jax.lax.scan(candidate, (start, none), (jnp.arange(K), candidate_keys(keys["act"], K)))
     first_Bx1 = start.cache.index + best["k_B"][:, None] * self.budget  # the chosen range's first slot
     slot_1xT = jnp.arange(c.buf["valid"].shape[1])[None, :]
     keep_BxT = (slot_1xT >= first_Bx1) & (slot_1xT < first_Bx1 + self.budget)
     c = keep_slots(start, c, keep_BxT, best["cursor"])
     record = dict(chosen=best["k_B"], best_score=best["score_B"], scores=scores_KxB.T)
     return c, best["text"], record
+
+  def joint(self, params, scene: Scene, start: Carry, turn, alive_B: Array, keys: dict):
+    """Sample all K candidates (each hidden once sampled), then rate them together: (carry, best, scores [K, B])."""
+    r, B, K = self.runner, alive_B.shape[0], self.K
+
+    def candidate(c, xs):
+      k, key = xs
+      after, text = r.sampled(params, c, Segment.ACT, turn, alive_B, key, choose=self.choose(k))
+      return hide_slots(c, after), dict(text=text, action=r.as_action(text), hidden=after.hidden_BxD,
+                                        cursor=cursor(after))
+
+    c, cands = jax.lax.scan(candidate, start, (jnp.arange(K), candidate_keys(keys["act"], K)))
+    logprob_BxKxN = jax.lax.dynamic_slice_in_dim(c.buf["logprob"], start.cache.index, K * self.budget, axis=1)
+    logprob_BxK = logprob_BxKxN.reshape(B, K, self.budget).sum(-1)
+    scores_BxK = self.scorer(scene, Candidate(cands["text"], cands["action"], cands["hidden"]), logprob_BxK,
+                             r.layout.agent)
+    scores_KxB = jnp.where(alive_B, scores_BxK.T.astype(jnp.float32), 0.0)
+    k_B = jnp.argmax(scores_KxB, axis=0).astype(jnp.int32)  # ties: the earlier candidate
+    pick = lambda x: x[k_B, jnp.arange(B)]  # noqa: E731
+    best = dict(k_B=k_B, score_B=pick(scores_KxB), text=jax.tree.map(pick, cands["text"]),
+                cursor=jax.tree.map(pick, cands["cursor"]))
+    return c, best, scores_KxB
 
 
 def idle_record(B: int, K: int) -> dict:
