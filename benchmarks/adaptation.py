@@ -46,12 +46,7 @@ def get_config(variant: str):
 
 
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
-  config = get_config(variant)
-  config.seed, config.workdir = seed, str(workdir)
-  summary = common.train_or_reuse(config, rerun)
-  before, after = summary["eval_before_rl"], summary["final_eval"]
-  return dict(variant=variant, seed=seed, success_before=before["success"], success_after=after["success"],
-              return_before=before["return"], return_after=after["return"], wall_time_s=summary["wall_time_s"])
+  return common.before_after(get_config(variant), variant, seed, workdir, rerun)
 
 
 def expert_scores(expert: str, n_tasks: int = 128, seed: int = 10_000) -> tuple[float, float]:

@@ -149,6 +149,17 @@ def train_or_reuse(config, rerun: bool = False) -> dict:
   return train.train(config, overwrite=True)
 
 
+def before_after(config, variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
+  """Train (or reuse) `config` with this seed in `workdir`; the row of held-out greedy success and
+  return after the warm start (`*_before`) and at the end (`*_after`), RL steps and wall time."""
+  config.seed, config.workdir = seed, str(workdir)
+  summary = train_or_reuse(config, rerun)
+  before, after = summary["eval_before_rl"], summary["final_eval"]
+  return dict(variant=variant, seed=seed, success_before=before["success"], success_after=after["success"],
+              return_before=before["return"], return_after=after["return"], rl_steps=summary["steps"],
+              wall_time_s=summary["wall_time_s"])
+
+
 def config_module(name: str):
   """configs/<name>.py as a module, loaded by path (a benchmark may share its config's name)."""
   path = RESULTS.parent.parent / "configs" / f"{name}.py"

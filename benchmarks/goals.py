@@ -52,13 +52,7 @@ def get_config(variant: str):
 
 
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
-  config = get_config(variant)
-  config.seed, config.workdir = seed, str(workdir)
-  summary = common.train_or_reuse(config, rerun)
-  before, after = summary["eval_before_rl"], summary["final_eval"]
-  return dict(variant=variant, seed=seed, success_before=before["success"], success_after=after["success"],
-              return_before=before["return"], return_after=after["return"], rl_steps=summary["steps"],
-              wall_time_s=summary["wall_time_s"])
+  return common.before_after(get_config(variant), variant, seed, workdir, rerun)
 
 
 if __name__ == "__main__":

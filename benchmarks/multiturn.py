@@ -25,9 +25,8 @@ speedup_vs_python_loop = episodes_per_s / the python loop's; load_average = the 
 1-minute load seen during the timed calls. jarl rows also record (json only) where their
 time goes, from the bare model forwards timed alone at this batch and cache length
 (total_len slots): ms_per_decode_step (one T=1 forward), ms_per_obs_chunk / ms_per_prompt_chunk
-/ ms_per_header_chunk (one forced chunk of feedback_len / prompt_len slots / the empty ACT
-header's one slot, which still runs a forward); decode_s and forced_s = those times the
-number of such forwards in one rollout; other_s = seconds - both (sampling, slot writes, env).
+(one forced chunk of feedback_len / prompt_len slots; the empty ACT header runs no forward);
+decode_s and forced_s = those times the number of such forwards in one rollout; other_s = seconds - both (sampling, slot writes, env).
 
 Both systems run in one process, so `jarl.host_memory` (glibc keeps freed host memory for
 reuse) applies to the python loop's torch allocations too.
@@ -61,7 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads OpenMP: before any torch import
 import common  # noqa: E402
 from jarl import models  # noqa: E402
-from jarl.agent import AgentConfig, Layout, Segment, make_layout  # noqa: E402
+from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout  # noqa: E402
 from jarl.envs.base import TextEnv  # noqa: E402
 from jarl.envs.codec import Codec, Tokens  # noqa: E402
 from jarl.rollout import make_collect  # noqa: E402
@@ -267,10 +266,11 @@ class PythonLoop:
 def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
   """ms of the bare model forwards one jarl rollout runs, each timed alone over a cache of total_len slots.
 
-  Per turn: one forced chunk for the (empty) ACT header, `budget` T=1 decode steps, one forced
-  observation chunk (run on the last turn too, all rows masked); once: the prompt chunk. Each
-  kind is timed as a `lax.scan` of `steps` forwards (the cache updated in place, as in the rollout)
-  starting at half the cache, so that it attends over about as many slots as on average.
+  Per turn: a forced chunk for the ACT header (none when it is empty, as here), `budget` T=1
+  decode steps and, on every turn but the last, one forced observation chunk; once: the prompt
+  chunk. Each kind is timed as a `lax.scan` of `steps` forwards (the cache updated in place, as
+  in the rollout) over a cache of total_len slots starting at its middle (the rollout grows its
+  cache per turn, so its early turns attend over fewer slots than this).
   """
   B, T, steps = batch, layout.total_len, 8
 
@@ -285,8 +285,9 @@ def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
 
   cache = lm.init_cache(B, T)
   cache = cache.replace(valid_BxS=cache.valid_BxS.at[:, :T // 2].set(True))
-  sizes = {"decode_step": 1, "obs_chunk": layout.feedback_len, "prompt_chunk": layout.prompt_len,
-           "header_chunk": int(layout.headers[Segment.ACT].size)}
+  sizes = {"decode_step": 1, "obs_chunk": layout.feedback_len, "prompt_chunk": layout.prompt_len}
+  if header_slots(layout.headers[Segment.ACT]):
+    sizes["header_chunk"] = header_slots(layout.headers[Segment.ACT])
   ms = {}
   for name, K in sizes.items():
     start = jnp.int32(min(T // 2, T - K))
@@ -294,7 +295,7 @@ def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
     ms[name] = common.time_call(run, repeats).median_s * 1e3 / steps
   turns, budget = layout.env.max_turns, layout.budgets[Segment.ACT]
   parts = dict(decode_s=turns * budget * ms["decode_step"] / 1e3,
-               forced_s=(turns * (ms["header_chunk"] + ms["obs_chunk"]) + ms["prompt_chunk"]) / 1e3)
+               forced_s=(turns * ms.get("header_chunk", 0) + (turns - 1) * ms["obs_chunk"] + ms["prompt_chunk"]) / 1e3)
   return {f"ms_per_{k}": v for k, v in ms.items()} | parts
 
 

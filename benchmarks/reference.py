@@ -28,12 +28,7 @@ COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before"
 
 
 def run(env: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
-  config = CONFIGS.get_config(env)
-  config.seed, config.workdir = seed, str(workdir)
-  summary = common.train_or_reuse(config, rerun)
-  before, after = summary["eval_before_rl"], summary["final_eval"]
-  return dict(variant=env, seed=seed, success_before=before["success"], success_after=after["success"],
-              return_before=before["return"], return_after=after["return"], wall_time_s=summary["wall_time_s"])
+  return common.before_after(CONFIGS.get_config(env), env, seed, workdir, rerun)
 
 
 if __name__ == "__main__":
