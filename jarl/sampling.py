@@ -55,6 +55,7 @@ class SamplingConfig:
   stop_ids: tuple[int, ...] = ()
   pad_id: int = 0  # emitted after a row stops
   early_stop: bool = True  # False: always run max_new_tokens steps (benchmarks)
+  vocab_limit: int = 0  # > 0: ids >= it are never drawn (a model's padded rows beyond its tokenizer's ids)
 
   def __post_init__(self):
     object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
@@ -74,7 +75,7 @@ class SamplingConfig:
   @property
   def plain(self) -> bool:
     """Sampling straight from softmax(logits): the two logprobs coincide."""
-    return self.temperature == 1 and not self.top_k and self.top_p == 1
+    return self.temperature == 1 and not self.top_k and self.top_p == 1 and not self.vocab_limit
 
 
 def filter_logits(logits_BxV: Array, cfg: SamplingConfig) -> Array:
@@ -84,6 +85,7 @@ def filter_logits(logits_BxV: Array, cfg: SamplingConfig) -> Array:
   (at least one). Tokens tied with the last kept logit are kept too. Top-p without top-k
   sorts the whole vocabulary every step: cheap on accelerators, slow on CPU at V=32k.
   """
+  logits_BxV = limit_vocab(logits_BxV, cfg)
   scaled_BxV = logits_BxV if cfg.temperature == 1 else logits_BxV / cfg.temperature
   if not cfg.top_k and cfg.top_p == 1:
     return scaled_BxV
@@ -96,6 +98,20 @@ def filter_logits(logits_BxV: Array, cfg: SamplingConfig) -> Array:
     n_keep_B = jnp.sum(before_BxK < cfg.top_p, axis=-1)
   threshold_Bx1 = jnp.take_along_axis(sorted_BxK, n_keep_B[:, None] - 1, axis=-1)
   return jnp.where(scaled_BxV >= threshold_Bx1, scaled_BxV, -jnp.inf)
+
+
+def vocab_limit(lm: LM, tok) -> int:
+  """The tokenizer's vocabulary size when the model's output rows go beyond it (padded
+  embeddings, e.g. Qwen2.5: 151936 rows, 151665 tokens), else 0."""
+  return tok.vocab_size if tok.vocab_size < lm.config.vocab_size else 0
+
+
+def limit_vocab(logits_BxV: Array, cfg: SamplingConfig) -> Array:
+  """-inf at the ids >= cfg.vocab_limit (none when it is 0 or covers the vocabulary)."""
+  V = logits_BxV.shape[-1]
+  if not 0 < cfg.vocab_limit < V:
+    return logits_BxV
+  return jnp.where(jnp.arange(V) < cfg.vocab_limit, logits_BxV, -jnp.inf)
 
 
 def _pick(x_BxV: Array, index_B: Array) -> Array:
@@ -151,7 +167,7 @@ def categorical(key: Array, logits_BxV: Array, block: int = 128) -> tuple[Array,
 def sample_tokens(logits_BxV: Array, key: Array, cfg: SamplingConfig) -> tuple[Array, Array, Array]:
   """One token per row: (token_B int32, logprob_B, raw_logprob_B); see `token_logprobs`."""
   if cfg.greedy:
-    token_B = argmax(logits_BxV)
+    token_B = argmax(limit_vocab(logits_BxV, cfg))
     return token_B, jnp.zeros(token_B.shape, jnp.float32), policy_logprob(logits_BxV, token_B)
   token_B, logprob_B = categorical(key, filter_logits(logits_BxV, cfg))
   return token_B, logprob_B, (logprob_B if cfg.plain else policy_logprob(logits_BxV, token_B))
@@ -332,7 +348,7 @@ def main(config) -> None:
     name = config.tokenizer or "byte"
     tok = tokenizer.ByteTokenizer(lm.config.vocab_size) if name == "byte" else tokenizer.load_tokenizer(name)
   cfg = SamplingConfig(config.max_new_tokens, config.temperature, config.top_k, config.top_p,
-                       stop_ids=(tok.eos_id,), pad_id=tok.pad_id)
+                       stop_ids=(tok.eos_id,), pad_id=tok.pad_id, vocab_limit=vocab_limit(lm, tok))
   prompt_BxP, valid_BxP = sharding.shard_batch(pad_prompts([tok.encode(config.prompt)] * config.num_samples,
                                                           pad_id=tok.pad_id), mesh)
   key = jax.random.key(config.seed)

@@ -36,7 +36,7 @@ from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
 from jarl.metrics import MetricsWriter, plot, read_jsonl
 from jarl.rollout import make_collect
-from jarl.sampling import SamplingConfig
+from jarl.sampling import SamplingConfig, vocab_limit
 from jarl.sft import expert_batch
 from jarl.tokenizer import load_tokenizer
 
@@ -104,6 +104,8 @@ def build(config: ml_collections.ConfigDict) -> Run:
     lm = models.create(plan.preset_config(model_cfg), seed=config.seed, mesh=mesh)
   if lm.config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+  if not sampling.vocab_limit:  # never draw the model's padded rows beyond the tokenizer's ids
+    sampling = dataclasses.replace(sampling, vocab_limit=vocab_limit(lm, tokenizer))
   if algo.needs_critic:
     lm = models.with_value_head(lm, seed=config.seed)
   lora = models.LoRAConfig(**dict(model_cfg.get("lora") or {}))  # absent or rank 0: off
@@ -120,7 +122,8 @@ def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = Fals
   """
   K = run.config.get("eval", {}).get("act_candidates")  # absent or None: the agent's
   agent = run.agent if K is None else dataclasses.replace(run.agent, act_candidates=K)
-  collect = make_collect(run.lm, run.env, agent, n_tasks, 1, SamplingConfig(temperature=0.0), run.mesh,
+  greedy = SamplingConfig(temperature=0.0, vocab_limit=run.sampling.vocab_limit)
+  collect = make_collect(run.lm, run.env, agent, n_tasks, 1, greedy, run.mesh,
                          candidate_sampling=run.sampling if agent.act_candidates > 1 else None)
   traj = collect(params, jax.random.key(seed))
   means = {k: traj.episode[k].mean() for k in ("success", "return_", "turns", "cost") if k in traj.episode}

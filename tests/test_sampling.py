@@ -84,6 +84,27 @@ def test_argmax_is_the_first_maximum():
   np.testing.assert_array_equal(sampling.argmax(logits_BxV), jnp.argmax(logits_BxV, -1))
 
 
+def test_vocab_limit_never_draws_padded_rows():
+  """Ids at or above vocab_limit (a model's rows beyond its tokenizer) are never drawn, greedy or sampled,
+  and their mass leaves the sampling distribution; the policy log-prob stays the full softmax's."""
+  logits_BxV = jax.random.normal(jax.random.key(5), (64, 40)).at[:, 30:].add(8.0)  # the padded rows dominate
+  key = jax.random.key(6)
+  for cfg in (SamplingConfig(vocab_limit=30), SamplingConfig(temperature=0, vocab_limit=30),
+              SamplingConfig(top_p=0.9, vocab_limit=30)):
+    token_B, logprob_B, raw_B = sampling.sample_tokens(logits_BxV, key, cfg)
+    assert (np.asarray(token_B) < 30).all()
+    np.testing.assert_allclose(raw_B, sampling.policy_logprob(logits_BxV, token_B), atol=1e-6)
+    if not cfg.greedy:
+      kept_BxV = np.asarray(logits_BxV)[:, :30]
+      np.testing.assert_array_less(np.asarray(raw_B), np.asarray(logprob_B))
+      if cfg.top_p == 1:
+        ref = np.take_along_axis(jax.nn.log_softmax(kept_BxV), np.asarray(token_B)[:, None], 1)[:, 0]
+        np.testing.assert_allclose(logprob_B, ref, atol=1e-5)
+  assert not SamplingConfig(vocab_limit=30).plain
+  unlimited = sampling.sample_tokens(logits_BxV, key, SamplingConfig(vocab_limit=40))
+  np.testing.assert_array_equal(unlimited[0], sampling.sample_tokens(logits_BxV, key, SamplingConfig())[0])
+
+
 def test_sample_tokens_jit_matches_eager_and_top_k_1_is_greedy():
   logits_BxV = jax.random.normal(jax.random.key(3), (8, 97)) * 3
   key = jax.random.key(4)

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from jarl import learner, train
@@ -139,3 +140,10 @@ def test_reference_act_budgets_fit_the_experts(env):
   longest = max(len(e.codec.encode(turn["action_text"])) for i in range(16)
                 for turn in e.expert_episode(jax.random.key(i)))
   assert longest + 1 <= config.agent.act_budget, (env, longest)
+
+
+def test_sampling_never_draws_the_models_rows_beyond_the_tokenizer(tmp_path):
+  c = small_config(tmp_path)
+  assert train.build(c).sampling.vocab_limit == 0  # tiny: 512 rows, the byte tokenizer's 512 ids
+  c.model.overrides = ml_collections.ConfigDict(dict(vocab_size=600))  # padded rows beyond the tokenizer
+  assert train.build(c).sampling.vocab_limit == 512
