@@ -173,14 +173,10 @@ def _policy_outputs(lm: LM, params, batch, slots) -> tuple[Array, Array, Array |
   tokens_BxP = tokens_BxT
   if slots is not None:
     src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
-  values_BxP = None
-  if lm.kind == "policy_value":
-    logits_BxTxV, values_BxT, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT)
-    logits_BxPxV = jnp.take_along_axis(logits_BxTxV, src_BxP[..., None], axis=1)
-    values_BxP = jnp.take_along_axis(values_BxT, src_BxP, axis=1)
-  else:
-    h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
-    logits_BxPxV = lm.apply(params, jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1), method="logits")
+  h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
+  h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
+  logits_BxPxV = lm.apply(params, h_BxPxD, method="logits")  # the output head only where tokens were sampled
+  values_BxP = lm.apply(params, h_BxPxD, method="value") if lm.kind == "policy_value" else None
   logp_BxP, entropy_BxP = algos.token_logprob_entropy(logits_BxPxV, tokens_BxP)
   return logp_BxP, entropy_BxP, values_BxP
 
