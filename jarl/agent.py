@@ -10,7 +10,10 @@ Every policy segment opens with a forced header from the templates (e.g. "plan: 
 and is sampled for at most its budget of tokens, ending early at the stop token
 (a newline by default, included in the segment). The verdict is one token sampled
 from the two verdict tokens only. The action sent to the environment is the REVISE
-text when the verdict is "revise", else the ACT text.
+text when the verdict is "revise", else the ACT text. Templates may hold the tokenizer's
+special tokens as text, e.g. a chat format for an instruct model:
+system="<|im_start|>user\n{instructions}<|im_end|>\n<|im_start|>assistant\n", stop="<|im_end|>"
+(each becomes its one token id; an env's observations cannot produce them).
 
 With `act_candidates = K > 1` (value-guided best-of-K, `jarl.planning`) the ACT segment
 is one forced header then K candidate ranges of the ACT budget each: the K candidates are
@@ -143,7 +146,7 @@ class Layout:
 
 
 def _single_token(codec, text: str, what: str) -> int:
-  ids = codec.encode(text)
+  ids = codec.encode(text, specials=True)
   if len(ids) != 1:
     raise ValueError(f"AgentConfig.{what}={text!r} must be exactly one token, got {len(ids)}: {ids.tolist()}")
   return int(ids[0])
@@ -160,11 +163,11 @@ def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
     budgets[Segment.CRITIQUE], header_text[Segment.CRITIQUE] = agent.critique_budget, agent.critique_header
     budgets[Segment.VERDICT], header_text[Segment.VERDICT] = 1, agent.verdict_header
     budgets[Segment.REVISE], header_text[Segment.REVISE] = agent.revise_budget or act, agent.revise_header
-  headers = {s: _fixed(codec.encode(t)) for s, t in header_text.items()}
+  headers = {s: _fixed(codec.encode(t, specials=True)) for s, t in header_text.items()}
   if budgets[Segment.ACT] > env.action_len + 1 or budgets.get(Segment.REVISE, 1) > env.action_len + 1:
     raise ValueError(f"ACT/REVISE budgets must be <= env.action_len + 1 = {env.action_len + 1}")
-  system = _fixed(codec.encode(agent.system.format(instructions=env.instructions)))
-  feedback_header = _fixed(codec.encode(agent.feedback_header))
+  system = _fixed(codec.encode(agent.system.format(instructions=env.instructions), specials=True))
+  feedback_header = _fixed(codec.encode(agent.feedback_header, specials=True))
   feedback_len = int(feedback_header.length) + env.obs_len
   ranges = {s: agent.act_candidates if s == Segment.ACT else 1 for s in budgets}  # ACT: one per candidate
   turn_len = sum(header_slots(headers[s]) + budgets[s] * ranges[s] for s in budgets) + feedback_len

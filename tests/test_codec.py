@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jarl import envs
 from jarl.envs import Codec, parse
 from jarl.tokenizer import ByteTokenizer
 
@@ -69,3 +70,19 @@ def test_codec_encode_is_byte_exact_for_any_text():
     ids = CODEC.encode(text)
     assert b"".join(CODEC.tokenizer.token_bytes(int(i)) for i in ids) == text.encode()
     assert not set(ids.tolist()) & CODEC.tokenizer.special_ids
+
+
+def test_templates_may_hold_special_tokens_and_env_text_may_not():
+  from jarl.agent import AgentConfig, make_layout
+  env = envs.make("frozenlake", size=4)
+  codec, tok = env.codec, env.codec.tokenizer
+  end, start = tok.special_to_id["<|im_end|>"], tok.special_to_id["<|im_start|>"]
+  assert end not in codec.encode("ok<|im_end|>").tolist()  # env text: spelled out as bytes
+  assert codec.encode("ok<|im_end|>", specials=True).tolist() == [ord("o"), ord("k"), end]
+  agent = AgentConfig(system="<|im_start|>user\n{instructions}<|im_end|>\n<|im_start|>assistant\n", stop="<|im_end|>",
+                      act_header="")
+  layout = make_layout(agent, env)
+  assert layout.stop_id == end
+  system = np.asarray(layout.system.ids)[:int(layout.system.length)].tolist()
+  assert system[0] == start and system.count(end) == 1 and system.count(start) == 2
+  assert bytes(system[1:5]) == b"user"

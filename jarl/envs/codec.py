@@ -3,8 +3,9 @@
 Environments render observations and parse actions inside the graph. The codec
 gives them:
   host side   `encode(text)` (exact bytes, falls back to a greedy byte match when the
-              tokenizer adds prefix spaces), `tokens(text, size)`, `piece_table(texts)`,
-              `text(tokens)`;
+              tokenizer adds prefix spaces; special tokens are spelled out as text unless
+              `specials=True`, which the agent's templates use for chat markers such as
+              <|im_start|>), `tokens(text, size)`, `piece_table(texts)`, `text(tokens)`;
   in graph    `to_bytes(tokens, max_bytes)` (token ids -> byte string), `concat(pieces,
               size)` (join variable-length token pieces), `select(table, index)`,
               `number(n, max_digits)` (a non-negative int as digit tokens), `show_if`.
@@ -14,6 +15,7 @@ they are forced tokens, and their bytes are exact.
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import flax.struct
@@ -56,6 +58,10 @@ class Codec:
     self.bytes_VxM = jnp.asarray(table_VxM)
     self.byte_lengths_V = jnp.asarray(lengths_V)
     self.max_token_bytes = max_token_bytes
+    self._specials = {tokenizer.token_bytes(i).decode("utf-8", "replace"): i for i in sorted(tokenizer.special_ids)}
+    self._specials.pop("", None)
+    pattern = "|".join(re.escape(t) for t in sorted(self._specials, key=len, reverse=True))
+    self._special_split = re.compile(f"({pattern})") if pattern else None
     self._digits = self.piece_table([str(d) for d in range(10)])
 
   @classmethod
@@ -64,8 +70,14 @@ class Codec:
 
   # ---- host side -------------------------------------------------------------------------------
 
-  def encode(self, text: str) -> np.ndarray:
-    """Token ids whose bytes are exactly `text`'s UTF-8 bytes (special tokens excluded)."""
+  def encode(self, text: str, specials: bool = False) -> np.ndarray:
+    """Token ids whose bytes are exactly `text`'s UTF-8 bytes. Special tokens are excluded
+    (an env's text cannot inject them) unless `specials`: then each special token's text
+    (e.g. "<|im_end|>") becomes its id, as chat templates need."""
+    if specials and self._special_split is not None:
+      pieces = self._special_split.split(text)
+      ids = [[self._specials[p]] if p in self._specials else self.encode(p).tolist() for p in pieces if p]
+      return np.asarray(sum(ids, []), np.int32)
     want = text.encode("utf-8")
     ids = self.tokenizer.encode(text)
     if b"".join(self.tokenizer.token_bytes(i) for i in ids) == want and not set(ids) & self.tokenizer.special_ids:
