@@ -13,7 +13,8 @@ results and benchmarks/results/reference.md come from `python benchmarks/referen
 The instances (see `ENVS`): frozenlake 4x4 in 6 turns; countdown with 3 numbers up to 10 and
 2 tries; sort_repair of 4 numbers below 20 with 2 tries; mastermind with 3 digits from 1-4 in
 6 guesses; path_star of degree 3 with arms of 2 nodes; sokoban 6x6 (a 4x4 floor) with one box 4 pulls from
-its target, 8 moves; bandit_series with 2 arms, 2 rounds of 4 pulls; subgoal_maze 5x5 with
+its target, 8 moves; bandit_series with 2 arms, 2 rounds of 4 pulls (warm start on the
+explore-then-commit expert, which plays only on what the agent saw); subgoal_maze 5x5 with
 up to 2 moves per turn, 6 turns (no PLAN segment: the goal-setting experiment is separate).
 """
 
