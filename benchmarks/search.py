@@ -16,7 +16,8 @@ held-out tasks (eval seed 10000 + seed) three ways, at evaluation only (no retra
 
 Both searches use the true simulator, which the agent does not have when it acts for real:
 this measures what planning with a known model (as in board games) adds to this policy, not
-what the policy has learned. Writes benchmarks/results/search.json (+ .md).
+what the policy has learned. wall_time_s is the reference run's own (training) time. Writes
+benchmarks/results/search.json (+ .md).
 """
 
 from __future__ import annotations
