@@ -42,6 +42,7 @@ COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before"
 
 def get_config(variant: str):
   config = common.config_module("reference").get_config("bandit_series")
+  config.env.kwargs.expert = "explore_commit"  # the env's default; the reference row keeps the oracle
   config.env.kwargs.blind = VARIANTS[variant]
   return config
 
