@@ -165,11 +165,11 @@ class BestOfK:
       best = _where((k == 0) | (score_B > best["score_B"]), this, best)  # ties keep the earlier candidate
       return (hide_slots(c, after), best), score_B
 
-    none = dict(k_B=jnp.zeros((B,), jnp.int32), score_B=jnp.zeros((B,), jnp.float32), cursor=cursor(start),
-                text=Tokens(jnp.full((B, self.budget), r.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32)))
     if self.scorer.joint:
       c, best, scores_KxB = self.joint(params, scene, start, turn, alive_B, keys)
     else:
+      none = dict(k_B=jnp.zeros((B,), jnp.int32), score_B=jnp.zeros((B,), jnp.float32), cursor=cursor(start),
+                  text=Tokens(jnp.full((B, self.budget), r.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32)))
       (c, best), scores_KxB = jax.lax.scan(candidate, (start, none), (jnp.arange(K), candidate_keys(keys["act"], K)))
     first_Bx1 = start.cache.index + best["k_B"][:, None] * self.budget  # the chosen range's first slot
     slot_1xT = jnp.arange(c.buf["valid"].shape[1])[None, :]

@@ -37,7 +37,7 @@ from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
-from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens
+from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens, segment_ends
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -339,8 +339,7 @@ def turn_groups(n_turns: int, groups: int = 4) -> list[int]:
   """Where the rollout's scan over turns stops to grow the KV cache: the end of each of up to
   `groups` runs of turns. Each run is its own scan (the turn is traced once per run), and
   attends over the slots its last turn can reach, not the whole episode's."""
-  size = -(-n_turns // groups)
-  return list(range(size, n_turns, size)) + [n_turns]
+  return segment_ends(n_turns, groups, min_len=1)
 
 
 @functools.lru_cache(maxsize=32)

@@ -191,8 +191,9 @@ class _Carry(NamedTuple):
   out: GenerateOutput
 
 
-def _segment_ends(N: int, segments: int = 4, min_len: int = 16) -> list[int]:
-  """Where the decode loop stops to grow the cache: up to `segments` pieces of >= min_len steps."""
+def segment_ends(N: int, segments: int = 4, min_len: int = 16) -> list[int]:
+  """Where a loop of N steps stops to grow the KV cache: the end of each of up to `segments`
+  pieces of >= min_len steps (the decode loop here; the rollout's turns, `rollout.turn_groups`)."""
   size = max(min_len, -(-N // segments))
   return list(range(size, N, size)) + [N]
 
@@ -201,7 +202,7 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
   B, P = prompt_BxP.shape
   N = cfg.max_new_tokens
   positions_BxP = jnp.maximum(jnp.cumsum(prompt_valid_BxP, axis=1) - 1, 0)
-  ends = _segment_ends(N)
+  ends = segment_ends(N)
   cache = constrain(KVCache.init(lm.config, B, P + ends[0] - 1), "cache")
   if P > 1:  # prefill all but the last prompt slot; its unused logits are compiled away
     _, cache = lm.apply(params, prompt_BxP[:, :-1], positions_BxP[:, :-1], cache, prompt_valid_BxP[:, :-1])
