@@ -27,11 +27,12 @@ per_device_train_batch_size 64 = num_generations 8 x 8 prompts, gradient_accumul
 trainer step), beta 0, loss_type "dapo" (token mean), no gradient checkpointing,
 logging, saving or evaluation.
 
-Timing: TRL runs `trainer.train()` for 1 + repeats steps; a callback times each step
-from `on_step_begin` to `on_step_end` (generation, rewards, forward/backward, clip,
-optimizer step: everything of a step but the dataloader's collation of 64 strings),
-and after each timed TRL step runs one jarl iteration, so both systems alternate and
-see the same machine load. jarl's first call (compile) comes before.
+Timing: TRL runs `trainer.train()` for 1 + repeats steps in its own process; a callback times
+each step from `on_step_begin` to `on_step_end` (generation, rewards, forward/backward, clip,
+optimizer step: everything of a step but the dataloader's collation of 64 strings), then
+waits while this process runs one jarl iteration, so both systems alternate, see the same
+machine load, and never share a process (jarl's XLA work ran about 35% slower after TRL had
+run in the same process, for reasons not found). jarl's first call (compile) comes before.
 
 Columns: seconds_per_iteration = median over `--repeats` iterations after the first;
 completion_tokens_per_s = 64 x 64 / that; compile_s = what the first iteration took
@@ -44,7 +45,7 @@ seen during the timed iterations. The notes split each system's time: jarl's rol
 and update, each jitted and timed alone after the run (`--no-breakdown` skips that);
 TRL's generation (its trainer's `_generate`: tokenize, `generate`, decode) within a step.
 
-Both systems run in one process, so `jarl.host_memory` (imported with jarl: glibc keeps freed
+The TRL process imports this module, so `jarl.host_memory` (imported with jarl: glibc keeps freed
 host memory for reuse) applies to TRL's torch allocations too.
 
 Reference (TRL 1.16 on a 2-core CPU of this class): about 1.4 s per iteration on tiny and
@@ -68,11 +69,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch starts its t
 import argparse
 import dataclasses
 import importlib.metadata
+import itertools
+import multiprocessing
 import pathlib
 import statistics
 import sys
 import tempfile
 import time
+import traceback
 
 import jax
 import jax.numpy as jnp
@@ -220,17 +224,15 @@ def hf_tokenizer(model_vocab: int):
 
 
 class Trl:
-  """TRL's GRPOTrainer on the same weights; `run` times each trainer step with a callback."""
+  """TRL's GRPOTrainer on the weights saved in `workdir`; `run` times each trainer step with a callback."""
   name = "trl"
 
-  def __init__(self, lm: models.LM, w: Workload, steps: int, workdir: str):
+  def __init__(self, w: Workload, steps: int, workdir: str):
     import datasets
     import torch
     import transformers
     import trl
     self.w, self.steps, self.torch, self.transformers = w, steps, torch, transformers
-    models.save_pretrained(lm, workdir)
-    hf_tokenizer(lm.config.vocab_size).save_pretrained(workdir)
     self.tokenizer = transformers.AutoTokenizer.from_pretrained(workdir)
     model = transformers.LlamaForCausalLM.from_pretrained(workdir, dtype=torch.float32)
     rng = np.random.default_rng(0)
@@ -274,8 +276,9 @@ class Trl:
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
 
   def run(self, after_step) -> list[float]:
-    """trainer.train() for `steps` steps; returns each step's seconds, calling after_step(i) between them."""
-    times = []
+    """trainer.train() for `steps` steps; returns each step's seconds (also in `step_s`), calling
+    after_step(i) between them."""
+    times = self.step_s = []
 
     class StepTimer(self.transformers.TrainerCallback):
       def on_step_begin(self, args, state, control, **kwargs):
@@ -294,15 +297,57 @@ class Trl:
     return times
 
 
+def trl_worker(conn, w: Workload, steps: int, workdir: str) -> None:
+  """The TRL process: after each trainer step, send ("step", seconds) and wait for the parent's go;
+  at the end send ("done", details), or ("error", traceback) if anything failed."""
+  try:
+    trl_sys = Trl(w, steps, workdir)
+
+    def after_step(i: int) -> None:
+      conn.send(("step", trl_sys.step_s[-1]))
+      conn.recv()
+
+    trl_sys.run(after_step)
+    conn.send(("done", dict(times=trl_sys.step_s, generate_s=trl_sys.generate_s, note=trl_sys.note,
+                            train_wall_s=trl_sys.train_wall_s)))
+  except BaseException:  # noqa: BLE001 - reported to the parent, which raises
+    conn.send(("error", traceback.format_exc()))
+
+
+def run_trl(lm: models.LM, w: Workload, steps: int, workdir: str, after_step) -> dict:
+  """TRL in its own process on lm's weights, alternating with `after_step(i)` in this one (run after
+  each TRL step while the TRL process waits); returns the worker's details (times, generate_s, ...)."""
+  models.save_pretrained(lm, workdir)
+  hf_tokenizer(lm.config.vocab_size).save_pretrained(workdir)
+  ctx = multiprocessing.get_context("spawn")
+  conn, child_conn = ctx.Pipe()
+  worker = ctx.Process(target=trl_worker, args=(child_conn, w, steps, workdir), daemon=True)
+  worker.start()
+  try:
+    for i in itertools.count():
+      kind, payload = conn.recv()
+      if kind == "error":
+        raise RuntimeError(f"the TRL process failed:\n{payload}")
+      if kind == "done":
+        return payload
+      after_step(i)
+      conn.send("go")
+  finally:
+    worker.join(timeout=60)
+    if worker.is_alive():
+      worker.kill()
+
+
 def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats: int, peak: float,
             breakdown: bool) -> list[dict]:
-  """jarl (compiled first), then TRL's steps with one jarl iteration after each timed TRL step."""
+  """jarl (compiled first), then TRL's steps in their own process with one jarl iteration after each
+  timed TRL step, so the two alternate on the same machine and neither shares the other's process."""
   base = dict(preset=preset, batch=w.batch, group_size=w.group_size, completion_tokens=w.completion_tokens,
               prompt_len=w.prompt_len)
   jarl = Jarl(lm, w)
   jarl_first = jarl.step()
   print(f"  jarl {preset}: first iteration (compile) {jarl_first:.1f} s", flush=True)
-  trl_sys, rows, skipped = None, [], None
+  trl_out, rows, skipped = None, [], None
   if "trl" in systems:
     try:
       import trl  # noqa: F401
@@ -319,8 +364,7 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
 
   with tempfile.TemporaryDirectory() as workdir:
     if "trl" in systems and skipped is None:
-      trl_sys = Trl(lm, w, 1 + repeats, workdir)
-      trl_times = trl_sys.run(jarl_step)
+      trl_out = run_trl(lm, w, 1 + repeats, workdir, jarl_step)
     else:
       for i in range(1, repeats + 1):
         jarl_step(i)
@@ -339,11 +383,11 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     extra = dict(rollout_s=rollout_s, update_s=update_s)
     note += f"; alone: rollout {rollout_s:.3g} s + update {update_s:.3g} s"
   rows.append(row("jarl", common.Timing(jarl_first, jarl_times), note, **extra))
-  if trl_sys is not None:
-    generate_s = statistics.median(trl_sys.generate_s[1:])
+  if trl_out is not None:
+    generate_s, trl_times = statistics.median(trl_out["generate_s"][1:]), trl_out["times"]
     rows.append(row("trl", common.Timing(trl_times[0], trl_times[1:]),
-                    f"{trl_sys.note}; generation {generate_s:.3g} s of each step", generate_s=generate_s,
-                    train_wall_s=trl_sys.train_wall_s))
+                    f"{trl_out['note']}; generation {generate_s:.3g} s of each step", generate_s=generate_s,
+                    train_wall_s=trl_out["train_wall_s"]))
     for r in rows:
       r["speedup_vs_trl"] = rows[-1]["seconds_per_iteration"] / r["seconds_per_iteration"]
   elif skipped is not None:

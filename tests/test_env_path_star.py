@@ -69,6 +69,18 @@ def test_obs_is_a_shuffled_star_graph_with_a_reachable_goal():
   assert counts.min() >= 4
 
 
+def test_expert_plan_traces_the_path_back_from_the_goal():
+  keys, states, graphs = _batch(16, seed=3)
+  for i, (edges, start, goal) in enumerate(graphs):
+    plan = ENV.expert_plan(jax.tree.map(lambda x: x[i], jax.device_get(states)))
+    back = [int(x) for x in plan.split("<")]
+    assert back[0] == goal and back[-1] == start
+    assert all(v in edges[u] for v, u in zip(back, back[1:]))  # each step reads the edge u>v into the node at hand
+  turns = ENV.expert_episode(keys[0])
+  assert turns[0]["plan_text"].split("<") == turns[0]["action_text"].split()[::-1]
+  assert STEP_ENV.expert_plan(jax.tree.map(lambda x: x[0], jax.device_get(states))) is None
+
+
 def _answers(rng, edges, start, goal):
   path = _solve(edges, start, goal)
   other = rng.choice([v for v in edges[start] if v != path[1]])

@@ -86,7 +86,10 @@ class TextEnv(abc.ABC):
     return jax.jit(self.reset), jax.jit(self.step)
 
   def expert_plan(self, state: Any) -> str | None:
-    """Host side: the expert's PLAN text for one state, for envs that read plans (None: none)."""
+    """Host side: the expert's PLAN text for one state (None: the env has no expert planner).
+
+    Envs that read plans check it; for the others it is context the warm start teaches.
+    """
     return None
 
   def plan_tokens(self, text: str) -> Tokens:
@@ -97,8 +100,8 @@ class TextEnv(abc.ABC):
     """Host side: one full expert episode as a list of turns.
 
     Each turn is {"obs": Tokens, "obs_text", "action_text", "reward", "terminated",
-    "truncated", "info"}, plus "plan_text" when the env reads plans and has an expert
-    planner; the obs Tokens are exactly what the env emits in the graph.
+    "truncated", "info"}, plus "plan_text" when the env has an expert planner (passed to
+    `step` when it reads plans); the obs Tokens are exactly what the env emits in the graph.
     """
     reset, step = self.jitted
     key, reset_key = jax.random.split(key)
@@ -107,8 +110,8 @@ class TextEnv(abc.ABC):
     for _ in range(self.max_turns):
       host = jax.device_get(state)
       action_text = self.expert_action(host)
-      plan_text = self.expert_plan(host) if self.reads_plan else None
-      plan = () if plan_text is None else (self.plan_tokens(plan_text),)
+      plan_text = self.expert_plan(host)
+      plan = (self.plan_tokens(plan_text),) if self.reads_plan and plan_text is not None else ()
       key, step_key = jax.random.split(key)
       state, next_obs, reward, terminated, truncated, info = step(state, self.action_tokens(action_text), step_key,
                                                                   *plan)

@@ -21,6 +21,11 @@ Two modes (kwarg `one_step_per_turn`):
                         (terminated: the goal is out of reach) | "no edge, at 5" (no move).
                         max_turns defaults to arm_length + 2, then truncated.
 
+The expert's plan (`expert_plan`, whole-path mode) traces the path back from the goal,
+"42<8<17<5": each step finds the one edge into the node at hand, so a PLAN segment trained on it
+turns the first step's lookahead into a chain of single lookups (the reverse-order fix of
+Bachmann & Nagarajan); the env does not read it.
+
 Reward: 1 when the goal is reached (success), else 0. valid_action: the path is a legal walk from
 the start (whole path), or the move follows an edge (one step per turn).
 
@@ -171,6 +176,12 @@ class PathStar(TextEnv):
       return " ".join(map(str, path))
     at = int(state.at)
     return str(path[1] if at == 0 else int(labels[at + 1]))
+
+  def expert_plan(self, state: PathStarState) -> str:
+    """Whole-path mode: the path traced back from the goal, "42<8<17<5" (each step reads one edge "u>v")."""
+    if self.one_step:
+      return None
+    return "<".join(reversed(self.expert_action(state).split()))
 
   def render(self, state: PathStarState) -> str:
     labels, L = np.asarray(state.labels_N).tolist(), self.arm_length
