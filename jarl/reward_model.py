@@ -199,6 +199,8 @@ def _margins(rm_lm: LM, params, pairs: PreferencePairs) -> Array:
 
 def evaluate_pairs(rm_lm: LM, params, pairs: PreferencePairs, batch_size: int = 256) -> float:
   """Pair accuracy: the fraction of pairs whose chosen episode the RM scores strictly higher."""
+  if not pairs.size:
+    raise ValueError("no preference pairs to evaluate (every group's returns were tied?)")
   margins = [_margins(rm_lm, params, pairs.take(slice(i, i + batch_size))) for i in range(0, pairs.size, batch_size)]
   return float((np.concatenate(jax.device_get(margins)) > 0).mean())
 

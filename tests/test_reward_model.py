@@ -79,6 +79,20 @@ def test_bradley_terry_training_separates_held_out_pairs(rollout):
   chex.assert_trees_all_equal(rm.params, models.create(CFG, seed=1, kind="reward").params)  # not donated away
 
 
+def test_reward_from_lm_reads_the_policy_backbone():
+  lm = models.create(CFG, seed=5)
+  rm = models.reward_from_lm(lm, seed=6)
+  tokens = jax.random.randint(jax.random.key(0), (2, 9), 0, CFG.vocab_size)
+  valid = jnp.arange(9)[None, :] < jnp.array([[9], [5]])
+  h_BxTxD, _ = lm.apply(lm.params, tokens, None, None, valid, method="hidden")
+  head = rm.params["head"]
+  expected_B = (h_BxTxD @ head["kernel"] + head["bias"])[jnp.arange(2), jnp.array([8, 4])]
+  np.testing.assert_allclose(rm.apply(rm.params, tokens, None, valid), expected_B, rtol=1e-5, atol=1e-5)
+  assert "lm_head" not in rm.params["backbone"] and float(jnp.std(head["kernel"])) > 0
+  with pytest.raises(ValueError, match="'lm' handle"):
+    models.reward_from_lm(rm)
+
+
 @functools.lru_cache
 def _forward(lm):
   """lm.apply on one packed row (jitted: episodes here have only a few distinct lengths)."""

@@ -140,6 +140,17 @@ def from_params(cfg: ModelConfig, params: Any, *, mesh: Mesh | None = None, kind
   return lm.replace(params=jax.device_put(host, None if mesh is None else lm.param_shardings(mesh)))
 
 
+def reward_from_lm(lm: LM, seed: int | jax.Array = 0) -> LM:
+  """A reward-model handle on an LM's backbone (its LM head dropped) with a fresh scalar head: an RM
+  initialised from the (warm-started) policy, as in RLHF (Ouyang et al. 2022)."""
+  if lm.kind != "lm":
+    raise ValueError(f"reward_from_lm needs an 'lm' handle, got {lm.kind!r}")
+  key = jax.random.key(seed) if isinstance(seed, int) else seed
+  head = nnx.to_pure_dict(nnx.split(ScalarHead(lm.config, nnx.Rngs(key), stddev=lm.config.d_model ** -0.5))[1])
+  backbone = {k: v for k, v in lm.params.items() if k != "lm_head"}
+  return from_params(lm.config, {"backbone": backbone, "head": head}, mesh=lm.mesh, kind="reward")
+
+
 def with_value_head(lm: LM, seed: int | jax.Array = 0) -> LM:
   """A policy-with-value handle that reuses an LM's params and adds a fresh value head."""
   if lm.kind != "lm":
