@@ -2,14 +2,17 @@
 
     jarl train --config configs/path_star.py
     jarl train --config configs/path_star.py --config.agent.act_candidates=3   # train with best-of-3 search
-    python benchmarks/planning.py                   # 3 seeds: plain GRPO vs GRPO with best-of-3 search
+    jarl train --config configs/path_star.py --config.agent.plan_budget=10     # a PLAN: the path traced back
+    python benchmarks/planning.py                   # 3 seeds: plain GRPO vs best-of-3 search vs PLAN
 
 Degree 3, arms of 2 nodes, labels below 20; one turn: the whole path. A policy that does not
 plan (picks an arm, then follows its edges) succeeds 1/3 of the time (Bachmann & Nagarajan
 2024). A short warm start on expert paths, then GRPO. With `agent.act_candidates=K` each turn
 samples K candidate paths and acts on the best by one step of lookahead with the env as the
 simulator (`jarl.planning`); training on the chosen ones distils the search into the policy.
-`eval.act_candidates` sets the search at evaluation (None: the agent's). Expected result: see
+`eval.act_candidates` sets the search at evaluation (None: the agent's). With `agent.plan_budget`
+> 0 a PLAN segment comes first, warm-started on the expert's plan: the path traced back from the
+goal ("9<12<4", the env's `expert_plan`). Expected result: see
 benchmarks/results/planning.md (command above).
 """
 
@@ -24,7 +27,7 @@ def get_config() -> ConfigDict:
   c.model = ConfigDict(dict(preset="tiny"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.env = ConfigDict(dict(name="path_star", kwargs=ConfigDict(dict(degree=3, arm_length=2, max_label=20))))
-  c.agent = ConfigDict(dict(system="", act_header="> ", act_candidates=1, candidate_score="env"))
+  c.agent = ConfigDict(dict(system="", act_header="> ", plan_budget=0, act_candidates=1, candidate_score="env"))
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=8, group_size=8))
   c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
