@@ -6,7 +6,9 @@ returns them with `munmap`, so every call page-faults and zeroes all of them aga
 faults (6 GB of pages) per GRPO iteration of the `small` preset, 10% of its time on a
 2-core CPU (benchmarks/grpo_step.py workload: 9.3 -> 8.4 s). With one malloc arena,
 no mmap and no trimming, freed blocks stay in the heap for the next call; the cost is that
-the process keeps its peak host memory.
+the process keeps its peak host memory, and more when programs of different shapes alternate
+(6 iterations of search-distillation training, benchmarks/distill.py's recipe: 9.0 GB peak RSS
+against 5.4 GB without; set JARL_KEEP_HOST_MEMORY=0 for such runs).
 
 `jarl` applies this on import on a CPU-only JAX install (no TPU or GPU plugin: accelerator
 hosts keep glibc's defaults, whose per-thread arenas suit their many runtime threads).
