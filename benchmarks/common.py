@@ -140,13 +140,18 @@ def apply_overrides(config, overrides: dict):
   return config
 
 
+def finished(config) -> dict | None:
+  """The summary of a finished run of this same config in its workdir, else None."""
+  done = pathlib.Path(config.workdir) / "summary.json"
+  if done.exists() and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
+    return json.loads(done.read_text())
+  return None
+
+
 def train_or_reuse(config, rerun: bool = False) -> dict:
   """`jarl.train.train(config)`'s summary; a workdir that holds a finished run of the same config is read."""
   from jarl import train
-  done = pathlib.Path(config.workdir) / "summary.json"
-  if done.exists() and not rerun and json.loads(done.read_text())["config"] == json.loads(config.to_json()):
-    return json.loads(done.read_text())
-  return train.train(config, overwrite=True)
+  return (not rerun and finished(config)) or train.train(config, overwrite=True)
 
 
 def before_after(config, variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
@@ -210,6 +215,18 @@ def _kept_rows(name: str, variants: set) -> dict:
     if row["variant"] in variants:
       kept.setdefault(row["variant"], []).append(row)
   return kept
+
+
+def evaluate_final(config, act_candidates: int, restored=None, **agent) -> dict:
+  """`train.evaluate` on the run's eval.tasks held-out tasks (eval seed 10000 + seed) with its final
+  params, best-of-`act_candidates` at evaluation and `agent` fields replaced (e.g. candidate_score);
+  `restored`: `restore_final(config)`'s result, to reuse."""
+  import dataclasses
+  from jarl import train
+  run, params = restored or restore_final(config)
+  run = dataclasses.replace(run, agent=dataclasses.replace(run.agent, **agent))
+  run.config.eval.act_candidates = act_candidates
+  return train.evaluate(run, params, config.eval.tasks, 10_000 + config.seed)
 
 
 def restore_final(config):

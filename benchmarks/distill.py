@@ -23,7 +23,6 @@ search at evaluation (64 simulations, as in search.py). Writes benchmarks/result
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import sys
 
@@ -31,7 +30,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
-from jarl import train  # noqa: E402
 
 ENV, K, TRAIN_SIMULATIONS, EVAL_SIMULATIONS = "subgoal_maze", 4, 32, 64
 VARIANTS = {"plain": None, "search": "search"}
@@ -50,22 +48,14 @@ def get_config(variant: str):
   return config
 
 
-def search_success(config) -> float:
-  """Held-out success of the run's final policy with best-of-K Gumbel MuZero search at evaluation."""
-  run, params = common.restore_final(config)
-  run = dataclasses.replace(run, agent=dataclasses.replace(run.agent, candidate_score="search",
-                                                            search_simulations=EVAL_SIMULATIONS))
-  run.config.eval.act_candidates = K
-  return train.evaluate(run, params, config.eval.tasks, 10_000 + config.seed)["success"]
-
-
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = get_config(variant)
   if variant == "plain":  # the reference run's own directory (search.py and reference.py read it too)
     workdir = ROOT / "runs" / f"reference_{ENV}_seed{seed}"
   row = common.before_after(config, variant, seed, workdir, rerun)
   del row["return_before"], row["return_after"]
-  return dict(row, search_after=search_success(config))
+  search = common.evaluate_final(config, K, candidate_score="search", search_simulations=EVAL_SIMULATIONS)
+  return dict(row, search_after=search["success"])
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
-from jarl import envs, train  # noqa: E402
+from jarl import envs  # noqa: E402
 from jarl.tokenizer import ByteTokenizer  # noqa: E402
 
 K, PLAN_BUDGET = 3, 10  # "19<18<17" and the stop token
@@ -43,13 +43,6 @@ COLUMNS = ("variant", "seed", "before_rl", "after_rl", "search_after_rl", "rl_st
 
 def get_config():
   return common.config_module("path_star").get_config()
-
-
-def search_success(config) -> float:
-  """Held-out greedy success with best-of-K search at evaluation, with the run's final params."""
-  run, params = common.restore_final(config)
-  run.config.eval.act_candidates = K
-  return train.evaluate(run, params, config.eval.tasks, 10_000 + config.seed)["success"]
 
 
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
@@ -63,7 +56,7 @@ def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
     config.train.steps = config.train.steps * act // (act + PLAN_BUDGET)
   summary = common.train_or_reuse(config, rerun)
   return dict(variant=variant, seed=seed, before_rl=summary["eval_before_rl"]["success"],
-              after_rl=summary["final_eval"]["success"], search_after_rl=search_success(config), rl_steps=summary["steps"], wall_time_s=summary["wall_time_s"])
+              after_rl=summary["final_eval"]["success"], search_after_rl=common.evaluate_final(config, K)["success"], rl_steps=summary["steps"], wall_time_s=summary["wall_time_s"])
 
 
 if __name__ == "__main__":

@@ -61,9 +61,7 @@ def train_rm(seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = common.config_module("reference").get_config(ENV)
   config.seed, config.workdir, config.train.steps = seed, str(workdir / "warm_start"), 0
   done = workdir / "rm.json"
-  warm = pathlib.Path(config.workdir) / "summary.json"
-  if done.exists() and not rerun and warm.exists() and json.loads(warm.read_text())["config"] == json.loads(
-      config.to_json()):
+  if done.exists() and not rerun and common.finished(config):
     return json.loads(done.read_text())
   common.train_or_reuse(config, rerun)
   run, params = common.restore_final(config)

@@ -22,7 +22,6 @@ benchmarks/results/search.json (+ .md).
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 import sys
 
@@ -30,7 +29,6 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
-from jarl import train  # noqa: E402
 
 K, SIMULATIONS = 4, 64
 ENVS = ("frozenlake", "sokoban", "subgoal_maze")
@@ -42,13 +40,10 @@ def run(env: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = common.config_module("reference").get_config(env)
   config.seed, config.workdir = seed, str(ROOT / "runs" / f"reference_{env}_seed{seed}")
   summary = common.train_or_reuse(config, rerun)
-  run_, params = common.restore_final(config)
+  restored = common.restore_final(config)
   row = dict(variant=env, seed=seed, greedy=summary["final_eval"]["success"], wall_time_s=summary["wall_time_s"])
   for name, score in (("lookahead", "env"), ("search", "search")):
-    run_ = dataclasses.replace(run_, agent=dataclasses.replace(run_.agent, candidate_score=score,
-                                                                search_simulations=SIMULATIONS))
-    run_.config.eval.act_candidates = K
-    out = train.evaluate(run_, params, config.eval.tasks, 10_000 + seed)
+    out = common.evaluate_final(config, K, restored, candidate_score=score, search_simulations=SIMULATIONS)
     row[name] = out["success"]
     if name == "search":
       row["search_changed_rate"] = out["planning_changed_rate"]
