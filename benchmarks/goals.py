@@ -1,6 +1,6 @@
 """Does stating subgoals help? subgoal_maze with a PLAN segment against acting alone.
 
-    python benchmarks/goals.py                           # 2 variants x seeds 0 1 2, runs in runs/goals_<variant>_seed<k>
+    python benchmarks/goals.py                           # 4 variants x seeds 0 1 2, runs in runs/goals_<variant>_seed<k>
     python benchmarks/goals.py --variants plan --seeds 0
 
 configs/reference.py:subgoal_maze (tiny model; 5x5 mazes, up to 2 moves per turn, 6 turns; a
@@ -34,7 +34,7 @@ import common  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
 PLAN_BUDGET = 12  # "subgoal R C" on a 5x5 maze is at most 11 bytes, plus the stop token
-VARIANTS = ("plan", "plan_critic", "act_only")
+VARIANTS = ("plan", "plan_critic", "plan_critic_detached", "act_only")
 COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before", "return_after", "rl_steps",
            "wall_time_s")
 
@@ -43,9 +43,11 @@ def get_config(variant: str):
   config = common.config_module("reference").get_config("subgoal_maze")
   if variant.startswith("plan"):
     config.agent.plan_budget = PLAN_BUDGET
-  if variant == "plan_critic":
+  if variant.startswith("plan_critic"):
     config.algo.advantage = "gae_turns"
     config.algo.segment_credit = ConfigDict(dict(plan="plan_value"))
+  if variant == "plan_critic_detached":
+    config.algo.detach_critic = True
   if variant == "act_only":  # matched sampled slots: (plan + act) / act times the iterations
     config.train.steps = config.train.steps * (PLAN_BUDGET + config.agent.act_budget) // config.agent.act_budget
   return config

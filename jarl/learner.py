@@ -69,6 +69,7 @@ class AlgoConfig:
   kl_coef: float = 0.0
   kl_estimator: str = "k3"
   value_coef: float = 0.5  # used when the advantage needs a critic
+  detach_critic: bool = False  # the value loss trains the value head only, not the shared backbone
   value_clip: float = 0.2
   filter_zero_variance: bool = False
   # Per-segment credit (jarl.algos.credit): {segment: credit name or {name=..., **hparams}}, e.g.
@@ -161,12 +162,14 @@ def skipped_updates(state: TrainState) -> Array:
   return state.opt_state.total_notfinite
 
 
-def _policy_outputs(lm: LM, params, batch, slots) -> tuple[Array, Array, Array | None]:
+def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False) -> tuple[Array, Array, Array | None]:
   """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
 
   The token in slot s was sampled from the logits of the row's last valid slot before s
   (`source_slots`). `slots` (static columns, `Layout.policy_slots`) limits the output
   head to the P slots that can hold sampled tokens; None means every slot (P = T).
+  `detach_value`: the value head reads the hidden states through a stop_gradient, so a value
+  loss moves the head only.
   """
   tokens_BxT, positions_BxT, valid_BxT = batch["tokens"], batch["positions"], batch["valid"]
   src_BxP = source_slots(valid_BxT)
@@ -176,7 +179,8 @@ def _policy_outputs(lm: LM, params, batch, slots) -> tuple[Array, Array, Array |
   h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
   h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
   logits_BxPxV = lm.apply(params, h_BxPxD, method="logits")  # the output head only where tokens were sampled
-  values_BxP = lm.apply(params, h_BxPxD, method="value") if lm.kind == "policy_value" else None
+  h_value = jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD
+  values_BxP = lm.apply(params, h_value, method="value") if lm.kind == "policy_value" else None
   logp_BxP, entropy_BxP = algos.token_logprob_entropy(logits_BxPxV, tokens_BxP)
   return logp_BxP, entropy_BxP, values_BxP
 
@@ -207,7 +211,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
 
   def loss_fn(params, mb, weight):
-    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots)
+    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))

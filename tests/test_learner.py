@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from jarl import envs, learner, models, sharding
@@ -108,6 +109,22 @@ def test_ppo_with_value_head_fits_the_returns(setup):
   assert losses[-1] < losses[0]
   with pytest.raises(ValueError, match="needs a value head"):
     learner.make_update(lm, algo, OPTIM, group_size=4)
+
+
+def test_a_detached_critic_trains_the_value_head_only(setup):
+  lm, traj = setup
+  pv = models.with_value_head(lm)
+  params = dict(pv.params, value_head=jax.tree.map(jnp.ones_like, pv.params["value_head"]))  # not the zero init
+  batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid)
+  value_grads = lambda detach: jax.grad(  # noqa: E731
+      lambda p: learner._policy_outputs(pv, p, batch, None, detach)[2].sum())(params)
+  shared, detached = value_grads(False), value_grads(True)
+  assert float(optax.global_norm(shared["lm"])) > 0
+  assert float(optax.global_norm(detached["lm"])) == 0
+  chex.assert_trees_all_close(detached["value_head"], shared["value_head"])
+  algo = learner.AlgoConfig(advantage="gae", detach_critic=True)
+  state, metrics = jax.jit(learner.make_update(pv, algo, OPTIM, group_size=4))(learner.init_state(pv, OPTIM), traj)
+  assert np.isfinite(float(metrics["policy/value_loss"]))
 
 
 def test_bad_algo_names_list_the_valid_ones():
