@@ -1,5 +1,7 @@
 """FrozenLake: contract, expert, solvable boards, hand-built outcomes, obs text, vmap."""
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +116,55 @@ def test_slippery_goes_sideways():
 
 def test_vmap_matches_single():
   check_vmap_matches_single(ENV, ["up", "down", "l", "x"] * (B // 4))
+
+
+ICE = jarl.envs.make("frozenlake", thin_ice=True, hole_prob=0.35, max_turns=8)
+
+
+def test_thin_ice_contract_and_expert():
+  check_contract(ICE)
+  check_expert_solves(ICE, n_episodes=2)
+
+
+def test_thin_ice_costs_and_the_walk_goes_on():
+  state = _state(["....", ".H..", "....", "...."], start=(0, 1), goal=(3, 1))
+  step = jax.jit(ICE.step)
+  state, obs, reward, terminated, truncated, info = step(state, ICE.action_tokens("down"), jax.random.key(0))
+  assert float(info["cost"]) == 1.0 and not bool(terminated) and not bool(truncated) and float(reward) == 0
+  assert ICE.codec.text(obs) == "FSFF\nFPFF\nFFFF\nFGFF"
+  state, obs, *_, info = step(state, ICE.action_tokens("down"), jax.random.key(0))
+  assert float(info["cost"]) == 0 and ICE.codec.text(obs) == "FSFF\nFHFF\nFPFF\nFGFF"
+  _, _, reward, terminated, _, info = step(state, ICE.action_tokens("down"), jax.random.key(0))
+  assert float(reward) == 1 and bool(terminated) and bool(info["success"])
+  assert "thin ice" in ICE.instructions and "thin ice" not in ENV.instructions
+
+
+def _fewest_ice_brute_force(ice, start, goal):
+  """The fewest ice cells entered over every monotone (shortest) walk."""
+  (dr, dc), best = np.subtract(goal, start), None
+  steps = [(int(np.sign(dr)), 0)] * abs(dr) + [(0, int(np.sign(dc)))] * abs(dc)
+  for order in set(itertools.permutations(steps)):
+    cells = np.asarray(start) + np.cumsum(order, 0)
+    cost = int(ice[cells[:, 0], cells[:, 1]].sum())
+    best = cost if best is None else min(best, cost)
+  return best
+
+
+def test_thin_ice_boards_and_the_experts_walk():
+  """No free path is kept (some boards' shortest walks all cross ice); the expert walks a shortest
+  path that steps on the fewest ice cells."""
+  states, _ = jax.jit(jax.vmap(ICE.reset))(jax.random.split(jax.random.key(3), 64))
+  states = jax.device_get(states)
+  forced = 0
+  for i in range(64):
+    state = jax.tree.map(lambda x: x[i], states)
+    ice, start, goal = np.asarray(state.holes_HxW), np.asarray(state.start), np.asarray(state.goal)
+    assert not ice[tuple(start)] and not ice[tuple(goal)]
+    fewest = _fewest_ice_brute_force(ice, start, goal)
+    forced += fewest > 0
+    cost, turns = 0.0, 0
+    while not (np.asarray(state.pos) == goal).all():
+      state, _, _, _, _, info = ICE.step(state, ICE.action_tokens(ICE.expert_action(state)), jax.random.key(0))
+      cost, turns = cost + float(info["cost"]), turns + 1
+    assert turns == np.abs(goal - start).sum() and cost == fewest
+  assert 0 < forced < 64

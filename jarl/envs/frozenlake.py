@@ -20,6 +20,13 @@ success False and info["cost"] = 1.0 (0.0 on every other step, for constrained R
 truncated after `max_turns`. `forbidden` (moves into a hole) lets the action guard
 (`make("frozenlake", guard=True)`, `jarl.envs.shield`) block them.
 
+With `thin_ice=True` the H cells are thin ice instead: stepping on one costs 1 (info["cost"])
+and the walk goes on, and no path is kept free, so the shortest walk often crosses ice and an
+ice-free one (if any) is longer. Cost and reward then pull apart, which a cost budget needs to
+have something to trade: with holes, falling in already loses the episode's reward. The host
+expert then takes a shortest path with the fewest ice cells (the reward's choice, not the
+cost's).
+
 Sizes (kwargs): size=4, hole_prob=0.25, max_turns=2 * size * size (32), action_len=8;
 obs_len = size * (size + 1) - 1 (19 with the defaults). The host expert walks a BFS
 shortest path around the holes.
@@ -75,10 +82,13 @@ class FrozenLake(TextEnv):
   instructions = "Walk from S to G without falling into a hole H; you are P. Answer with one move: up, down, left, right."
 
   def __init__(self, codec: Codec, size: int = 4, hole_prob: float = 0.25, slippery: bool = False,
-               slip_prob: float = 2 / 3, max_turns: int | None = None, action_len: int = 8):
+               slip_prob: float = 2 / 3, max_turns: int | None = None, action_len: int = 8, thin_ice: bool = False):
     if size < 2:
       raise ValueError(f"size must be >= 2, got {size}")
-    self.size, self.hole_prob = size, float(hole_prob)
+    self.size, self.hole_prob, self.thin_ice = size, float(hole_prob), bool(thin_ice)
+    if self.thin_ice:
+      self.instructions = ("Walk from S to G; you are P. Each step onto thin ice H costs 1. "
+                           "Answer with one move: up, down, left, right.")
     self.slippery, self.slip_prob = bool(slippery), float(slip_prob)
     self.chars = grid.char_table(codec, CHARS)
     self.moves = grid.move_table()
@@ -92,7 +102,10 @@ class FrozenLake(TextEnv):
     rows, cols = jnp.divmod(jnp.arange(n * n), n)
     far = jnp.abs(rows - start[0]) + jnp.abs(cols - start[1]) >= n - 1
     goal = grid.cell(grid.pick(u_4xN[1], far, 1)[0], n)
-    path = monotone_path(u_4xN[2, :2 * (n - 1)], start, goal, n)
+    if self.thin_ice:  # every cell but S and G may be ice
+      path = jnp.zeros((n, n), bool).at[start[0], start[1]].set(True).at[goal[0], goal[1]].set(True)
+    else:
+      path = monotone_path(u_4xN[2, :2 * (n - 1)], start, goal, n)
     holes = (u_4xN[3] < self.hole_prob).reshape(n, n) & ~path
     state = LakeState(holes, start, goal, start, jnp.int32(0))
     return state, self._obs(state)
@@ -107,7 +120,7 @@ class FrozenLake(TextEnv):
     nxt = grid.shift(state.pos, jnp.maximum(direction, 0))
     pos = jnp.where(valid & grid.inside(nxt, (self.size, self.size)), nxt, state.pos)
     hole, goal = grid.at(state.holes_HxW, pos), jnp.all(pos == state.goal)
-    terminated = hole | goal
+    terminated = goal if self.thin_ice else hole | goal
     state = state.replace(pos=pos, turn=state.turn + 1)
     info = dict(valid_action=valid, success=goal, cost=hole.astype(jnp.float32))
     truncated = ~terminated & (state.turn >= self.max_turns)
@@ -125,8 +138,29 @@ class FrozenLake(TextEnv):
     return grid.render(self.codec, self.chars, codes.at[state.pos[0], state.pos[1]].set(PLAYER))
 
   def expert_action(self, state: LakeState) -> str:
-    path = grid.shortest_path(~np.asarray(state.holes_HxW), state.pos, state.goal)
+    holes = np.asarray(state.holes_HxW)
+    if self.thin_ice:
+      return grid.DIRECTIONS[_fewest_ice_first_move(holes, np.asarray(state.pos), np.asarray(state.goal))]
+    path = grid.shortest_path(~holes, state.pos, state.goal)
     return grid.DIRECTIONS[path[0] if path else 0]
 
   def render(self, state: LakeState) -> str:
     return f"{self.codec.text(self._obs(state))}\n(turn {int(state.turn)}/{self.max_turns})"
+
+
+def _fewest_ice_first_move(ice_HxW: np.ndarray, pos: np.ndarray, goal: np.ndarray) -> int:
+  """Host side: the first direction of a shortest walk from pos to goal with the fewest ice cells
+  stepped on (every cell is walkable, so the shortest walks are the monotone ones); 0 at the goal."""
+  dist_HxW = grid.bfs(np.ones_like(ice_HxW), goal)
+
+  def nearer(cell):  # (direction, neighbour) one step closer to the goal
+    for d, delta in enumerate(grid.DELTAS_4x2):
+      nxt = tuple(int(x) for x in np.add(cell, delta))
+      if all(0 <= x < n for x, n in zip(nxt, ice_HxW.shape)) and dist_HxW[nxt] == dist_HxW[cell] - 1:
+        yield d, nxt
+
+  ice_to_go = np.zeros(ice_HxW.shape)  # fewest ice cells entered on a shortest walk from each cell
+  for cell in sorted(np.ndindex(*ice_HxW.shape), key=lambda c: dist_HxW[c])[1:]:
+    ice_to_go[cell] = min(ice_HxW[nxt] + ice_to_go[nxt] for _, nxt in nearer(cell))
+  moves = list(nearer(tuple(int(x) for x in pos)))
+  return min(moves, key=lambda m: ice_HxW[m[1]] + ice_to_go[m[1]])[0] if moves else 0
