@@ -114,7 +114,8 @@ def _reference_envs() -> list[str]:
   return list(reference.ENVS)
 
 
-@pytest.mark.parametrize("name, arg", [("quickstart", None), ("sort_critique", None), ("path_star", None)]
+@pytest.mark.parametrize("name, arg", [("quickstart", None), ("critique", None), ("critique", "countdown"),
+                                       ("path_star", None)]
                          + [("reference", env) for env in _reference_envs()])
 def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
