@@ -19,7 +19,10 @@ same warm start and the same RL budget:
 
 Held-out evaluation (128 lakes, eval seed 10000 + seed): greedy success by the env after the warm
 start and after RL. The rm variant also spends the 1280 pair-collection episodes (as many as 20
-RL iterations sample). Writes benchmarks/results/rm_reward.json (+ .md).
+RL iterations sample). Reward hacking check: the seed's RM judges pairs sampled from each variant's
+final policy (the held-out pairs' tasks; `rm_accuracy_final_policy`). If RL on the RM steered the
+policy to where the RM is wrong, its accuracy there falls below its accuracy on the env-trained
+policy's pairs, a policy the RM did not shape. Writes benchmarks/results/rm_reward.json (+ .md).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ ENV = "frozenlake"
 TRAIN_BATCHES, HELD_OUT_BATCHES, RM_STEPS, RM_BATCH, RM_LR = 20, 5, 100, 32, 3e-4
 VARIANTS = ("env", "rm")
 COLUMNS = ("variant", "seed", "success_before", "success_after", "rm_pairs", "rm_accuracy_before",
-           "rm_accuracy_after", "rl_steps", "wall_time_s")
+           "rm_accuracy_after", "final_policy_pairs", "rm_accuracy_final_policy", "rl_steps", "wall_time_s")
 
 
 def collect_pairs(run, params, seed: int, first: int, n_batches: int) -> reward_model.PreferencePairs:
@@ -78,14 +81,24 @@ def train_rm(seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   return out
 
 
+def final_policy_accuracy(config, seed: int, rm_dir: pathlib.Path) -> dict:
+  """The RM's pair accuracy on pairs from the finished run's final policy (the held-out batches' tasks)."""
+  run, params = common.restore_final(config)
+  pairs = collect_pairs(run, params, seed, TRAIN_BATCHES, HELD_OUT_BATCHES)
+  rm = reward_model.load(rm_dir)
+  return dict(final_policy_pairs=pairs.size, rm_accuracy_final_policy=reward_model.evaluate_pairs(rm, rm.params, pairs))
+
+
 def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   config = common.config_module("reference").get_config(ENV)
+  rm_workdir = workdir.with_name(workdir.name.replace(f"{variant}_seed", "rm_seed"))
+  rm = train_rm(seed, rm_workdir, rerun)
   if variant == "env":  # the reference run's own directory (reference.py and search.py read it too)
-    return common.before_after(config, variant, seed, ROOT / "runs" / f"reference_{ENV}_seed{seed}", rerun)
-  rm = train_rm(seed, workdir, rerun)
+    row = common.before_after(config, variant, seed, ROOT / "runs" / f"reference_{ENV}_seed{seed}", rerun)
+    return dict(row, **final_policy_accuracy(config, seed, rm_workdir / "rm"))
   config.reward_model = ConfigDict(dict(paths=[str(workdir / "rm")], env_weight=0.0))
   row = common.before_after(config, variant, seed, workdir / "rl", rerun)
-  return dict(row, **rm)
+  return dict(row, **rm, **final_policy_accuracy(config, seed, workdir / "rm"))
 
 
 if __name__ == "__main__":
