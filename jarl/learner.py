@@ -72,6 +72,7 @@ class AlgoConfig:
   detach_critic: bool = False  # the value loss trains the value head only, not the shared backbone
   value_clip: float = 0.2
   filter_zero_variance: bool = False
+  whiten_advantages: bool = False  # mean 0, std 1 over the batch's trained tokens (PPO's normalisation)
   # Per-segment credit (jarl.algos.credit): {segment: credit name or {name=..., **hparams}}, e.g.
   # {"verdict": "counterfactual", "revise": {"name": "score", "alpha": 1.0}}; normalised to
   # ((segment, name, ((hparam, value), ...)), ...). Segments not named keep `advantage`'s.
@@ -271,6 +272,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       credited_BxT = jnp.isin(traj.segment, jnp.asarray([int(Segment[s.upper()]) for s, _, _ in algo.segment_credit],
                                                         jnp.int32))
       batch["loss_mask"] = batch["loss_mask"] & ~(stats["zero_variance_B"][:, None] & ~credited_BxT)
+    if algo.whiten_advantages:
+      batch["advantage"] = algos.advantages.whiten(batch["advantage"], batch["loss_mask"])
     if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params

@@ -296,3 +296,13 @@ def test_registry_names_and_errors():
     register_advantage("grpo")(lambda traj: None)
   with pytest.raises(TypeError):
     get_advantage("grpo")(random_traj(1, 2, 2, 0)[0], group_size=2, gama=0.9)
+
+
+def test_whiten_normalises_the_masked_tokens_only():
+  rng = np.random.default_rng(0)
+  adv = rng.normal(3.0, 5.0, (4, 9)).astype(np.float32)
+  mask = rng.random((4, 9)) < 0.6
+  out = np.asarray(A.whiten(adv, mask))
+  np.testing.assert_allclose(out[mask], (adv[mask] - adv[mask].mean()) / adv[mask].std(), rtol=1e-4, atol=1e-5)
+  assert (out[~mask] == 0).all()
+  assert np.isfinite(np.asarray(A.whiten(adv, np.zeros_like(mask)))).all()

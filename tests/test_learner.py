@@ -122,7 +122,7 @@ def test_a_detached_critic_trains_the_value_head_only(setup):
   assert float(optax.global_norm(shared["lm"])) > 0
   assert float(optax.global_norm(detached["lm"])) == 0
   chex.assert_trees_all_close(detached["value_head"], shared["value_head"])
-  algo = learner.AlgoConfig(advantage="gae", detach_critic=True)
+  algo = learner.AlgoConfig(advantage="gae", detach_critic=True, whiten_advantages=True)
   state, metrics = jax.jit(learner.make_update(pv, algo, OPTIM, group_size=4))(learner.init_state(pv, OPTIM), traj)
   assert np.isfinite(float(metrics["policy/value_loss"]))
 

@@ -170,6 +170,15 @@ def turn_rloo(turn_rewards_BxN: Array, live_BxN: Array, group_size: int, gamma: 
   return jnp.where(live & (others > 0), rtg - others_mean, 0.0).reshape(B, N)
 
 
+def whiten(adv_BxT: Array, mask_BxT: Array, eps: float = 1e-6) -> Array:
+  """Advantages shifted and scaled to mean 0 and std 1 over the masked tokens (PPO's batch
+  normalisation), 0 elsewhere."""
+  n = jnp.maximum(mask_BxT.sum(), 1)
+  mean = jnp.where(mask_BxT, adv_BxT, 0.0).sum() / n
+  std = jnp.sqrt(jnp.where(mask_BxT, (adv_BxT - mean) ** 2, 0.0).sum() / n)
+  return jnp.where(mask_BxT, (adv_BxT - mean) / (std + eps), 0.0)
+
+
 def group_stats(returns_B: Array, group_size: int) -> dict:
   """Zero-variance groups for dynamic sampling (DAPO, Yu et al. 2025).
 
