@@ -34,7 +34,7 @@ import common  # noqa: E402
 from ml_collections import ConfigDict  # noqa: E402
 
 PLAN_BUDGET = 12  # "subgoal R C" on a 5x5 maze is at most 11 bytes, plus the stop token
-VARIANTS = ("plan", "plan_critic", "plan_critic_detached", "act_only")
+VARIANTS = ("plan", "plan_critic", "plan_critic_whitened", "act_only")
 COLUMNS = ("variant", "seed", "success_before", "success_after", "return_before", "return_after", "rl_steps",
            "wall_time_s")
 
@@ -46,8 +46,8 @@ def get_config(variant: str):
   if variant.startswith("plan_critic"):
     config.algo.advantage = "gae_turns"
     config.algo.segment_credit = ConfigDict(dict(plan="plan_value"))
-  if variant == "plan_critic_detached":
-    config.algo.detach_critic = True
+  if variant == "plan_critic_whitened":
+    config.algo.whiten_advantages = True
   if variant == "act_only":  # matched sampled slots: (plan + act) / act times the iterations
     config.train.steps = config.train.steps * (PLAN_BUDGET + config.agent.act_budget) // config.agent.act_budget
   return config
