@@ -133,10 +133,14 @@ def write_results(name: str, machine: dict, rows: Sequence[dict], columns: Seque
 
 
 def apply_overrides(config, overrides: dict):
-  """Set "section.field" keys of a ConfigDict (a benchmark variant); returns the config."""
+  """Set dotted keys ("section.field", "section.sub.field") of a ConfigDict (a benchmark variant);
+  returns the config."""
   for key, value in overrides.items():
-    section, field = key.split(".")
-    config[section][field] = value
+    *path, field = key.split(".")
+    node = config
+    for name in path:
+      node = node[name]
+    node[field] = value
   return config
 
 

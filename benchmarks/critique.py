@@ -1,14 +1,17 @@
 """Does trained self-critique help? sort_repair and multi-turn countdown against controls.
 
-    python benchmarks/critique.py                        # 6 variants x seeds 0 1 2, runs in runs/critique_<variant>_seed<k>
+    python benchmarks/critique.py                        # 5 variants x seeds 0 1 2, runs in runs/critique_<variant>_seed<k>
     python benchmarks/critique.py --variants countdown_credit countdown_single --seeds 0
 
 configs/critique.py (tiny model; SFT warm start on expert answers and revision examples, then
 GRPO) on sort_repair (sort 3 digits, one turn; variants without a prefix) and on countdown (3
-numbers, 2 turns with the env's feedback between them; `countdown_` variants), three variants each:
+numbers, 2 turns with the env's feedback between them; `countdown_` variants, without `shared`
+for time), in these variants:
 
   credit   ACT, CRITIQUE + VERDICT, REVISE; each segment with its own credit (first-attempt
            group advantage, counterfactual verdict + calibration, SCoRe revision)
+  counterfactual  (countdown) `credit` without the calibration bonus: the verdict is paid only the
+           exact difference between the branch it chose and the other
   shared   the same turn schema, every token with the episode's GRPO advantage (no segment credit)
   single   ACT only (its warm start: expert answers only), with more RL iterations so that it
            samples as many token slots as the critique variants (ACT b + CRITIQUE 2 + VERDICT 1 +
@@ -42,11 +45,13 @@ from jarl.sampling import SamplingConfig  # noqa: E402
 
 ARMS = {
     "credit": {},
+    "counterfactual": {"algo.segment_credit.critique.calibration": 0.0, "algo.segment_credit.verdict.calibration": 0.0},
     "shared": {"algo.segment_credit": {}},
     "single": {"agent.critique_budget": 0, "algo.segment_credit": {}, "sft.revise_fraction": 0.0},
 }
-ENV_PREFIX = {"sort_repair": "", "countdown": "countdown_"}
-VARIANTS = {f"{prefix}{arm}": (env, arm) for env, prefix in ENV_PREFIX.items() for arm in ARMS}
+ENV_ARMS = {"sort_repair": ("", ("credit", "shared", "single")),
+            "countdown": ("countdown_", ("credit", "counterfactual", "single"))}
+VARIANTS = {f"{prefix}{arm}": (env, arm) for env, (prefix, arms) in ENV_ARMS.items() for arm in arms}
 COLUMNS = ("variant", "seed", "success_before", "success_after", "best_of_2_after", "first_before", "final_before",
            "first_after", "final_after", "revise_rate", "verdict_precision", "verdict_recall", "wrong_to_right",
            "right_to_wrong", "rl_steps", "wall_time_s")
