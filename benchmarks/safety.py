@@ -1,6 +1,6 @@
 """Safe agents on FrozenLake: a cost budget (Lagrangian) and an action guard against plain GRPO.
 
-    python benchmarks/safety.py                          # 5 variants x seeds 0 1 2, runs in runs/safety_<variant>_seed<k>
+    python benchmarks/safety.py                          # 6 variants x seeds 0 1 2, runs in runs/safety_<variant>_seed<k>
     python benchmarks/safety.py --variants grpo budget --seeds 0
 
 The quickstart recipe (configs/quickstart.py: tiny model, 4x4 lake, 6 turns, SFT warm
@@ -18,7 +18,8 @@ pull apart (with holes, falling in also ends the episode without reward, so the 
 prices the cost and a penalty -lam on top changes little: GRPO's group normalisation leaves
 success-vs-hole groups as they were, only hole-vs-timeout pairs move). The warm start imitates the
 reward's expert (a shortest path, fewest ice cells among them); ice_budget allows ICE_BUDGET ice
-steps per training episode.
+steps per training episode; ice_budget_gigpo is ice_budget with GiGPO's step-level credit (an ice
+step is compared with the other moves from the same board state, not only whole episodes).
 
 Writes benchmarks/results/safety.json (+ .md): per variant and seed the held-out greedy
 success and cost (holes per episode) on 256 boards before and after RL, the training
@@ -50,6 +51,7 @@ VARIANTS = {
     "guard": {"env.guard": True},
     "ice_grpo": ICE,
     "ice_budget": {**ICE, "algo.cost_budget": ICE_BUDGET, "algo.lagrange_lr": 0.2},
+    "ice_budget_gigpo": {**ICE, "algo.cost_budget": ICE_BUDGET, "algo.lagrange_lr": 0.2, "algo.advantage": "gigpo"},
 }
 COLUMNS = ("variant", "seed", "success_before", "success_after", "eval_cost_before", "eval_cost_after",
            "train_cost_last10", "train_success_last10", "lagrange", "wall_time_s")
