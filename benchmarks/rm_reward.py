@@ -105,4 +105,5 @@ if __name__ == "__main__":
   common.variant_sweep("rm_reward", VARIANTS, run, COLUMNS, description=__doc__.splitlines()[0],
                        notes="Greedy held-out success by the env's judgement on 128 lakes after the warm start "
                              "(before) and after 40 GRPO iterations (after); rm_accuracy: the RM's held-out pair "
-                             "accuracy before and after its Bradley-Terry fit.")
+                             "accuracy before and after its Bradley-Terry fit; rm_accuracy_final_policy: the same "
+                             "seed's fitted RM on final_policy_pairs pairs sampled from the variant's final policy.")
