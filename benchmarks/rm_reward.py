@@ -95,10 +95,10 @@ def run(variant: str, seed: int, workdir: pathlib.Path, rerun: bool) -> dict:
   rm = train_rm(seed, rm_workdir, rerun)
   if variant == "env":  # the reference run's own directory (reference.py and search.py read it too)
     row = common.before_after(config, variant, seed, ROOT / "runs" / f"reference_{ENV}_seed{seed}", rerun)
-    return dict(row, **final_policy_accuracy(config, seed, rm_workdir / "rm"))
-  config.reward_model = ConfigDict(dict(paths=[str(workdir / "rm")], env_weight=0.0))
-  row = common.before_after(config, variant, seed, workdir / "rl", rerun)
-  return dict(row, **rm, **final_policy_accuracy(config, seed, workdir / "rm"))
+  else:
+    config.reward_model = ConfigDict(dict(paths=[str(rm_workdir / "rm")], env_weight=0.0))
+    row = dict(common.before_after(config, variant, seed, workdir / "rl", rerun), **rm)
+  return dict(row, **final_policy_accuracy(config, seed, rm_workdir / "rm"))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jarl.agent import Segment
+from jarl.algos.losses import masked_mean
 from jarl.algos.registry import register_advantage
 from jarl.types import Trajectory
 
@@ -173,9 +174,8 @@ def turn_rloo(turn_rewards_BxN: Array, live_BxN: Array, group_size: int, gamma: 
 def whiten(adv_BxT: Array, mask_BxT: Array, eps: float = 1e-6) -> Array:
   """Advantages shifted and scaled to mean 0 and std 1 over the masked tokens (PPO's batch
   normalisation), 0 elsewhere."""
-  n = jnp.maximum(mask_BxT.sum(), 1)
-  mean = jnp.where(mask_BxT, adv_BxT, 0.0).sum() / n
-  std = jnp.sqrt(jnp.where(mask_BxT, (adv_BxT - mean) ** 2, 0.0).sum() / n)
+  mean = masked_mean(adv_BxT, mask_BxT)
+  std = jnp.sqrt(masked_mean((adv_BxT - mean) ** 2, mask_BxT))
   return jnp.where(mask_BxT, (adv_BxT - mean) / (std + eps), 0.0)
 
 
