@@ -18,6 +18,7 @@ an episode ends truncated with reward 0 and `info["host_error"]` set on that tur
 `traj.episode["host_error"]` marks it and `collect.last_errors` lists (row, turn, message).
 `PerEpisodeHostEnv` builds a HostEnv from single-episode objects with that isolation per
 row (threads with a timeout), and `GymTextEnv` adapts gymnasium-style text envs.
+`make_host("rg:<dataset>")` plays a reasoning-gym dataset (`jarl.envs.reasoning_gym`).
 """
 
 from __future__ import annotations
@@ -178,6 +179,7 @@ class _GymEpisode:
 
 
 _HOST_ENVS: dict[str, Callable[..., HostEnv]] = {}
+_HOST_PREFIXES: dict[str, Callable[..., HostEnv]] = {}
 
 
 def register_host(name: str) -> Callable:
@@ -190,11 +192,23 @@ def register_host(name: str) -> Callable:
   return add
 
 
+def register_host_prefix(prefix: str, factory: Callable[..., HostEnv]) -> None:
+  """A family of host envs: `make_host("<prefix>:<name>", **kwargs)` calls `factory(name, **kwargs)`."""
+  if prefix in _HOST_PREFIXES:
+    raise ValueError(f"host environment prefix {prefix!r} is already registered")
+  _HOST_PREFIXES[prefix] = factory
+
+
 def make_host(name: str, **kwargs) -> HostEnv:
-  """A host environment by name: `make_host("python_tool", max_turns=4)`."""
+  """A host environment by name: `make_host("python_tool", max_turns=4)`, `make_host("rg:chain_sum")`."""
   import jarl.envs.python_tool  # noqa: F401  (registers the built-in host envs)
+  import jarl.envs.reasoning_gym  # noqa: F401
+  prefix, colon, rest = name.partition(":")
+  if colon and prefix in _HOST_PREFIXES:
+    return _HOST_PREFIXES[prefix](rest, **kwargs)
   if name not in _HOST_ENVS:
-    raise ValueError(f"unknown host environment {name!r}; available: {sorted(_HOST_ENVS)}")
+    raise ValueError(f"unknown host environment {name!r}; available: {sorted(_HOST_ENVS)} and "
+                     f"{sorted(p + ':<name>' for p in _HOST_PREFIXES)}")
   return _HOST_ENVS[name](**kwargs)
 
 
