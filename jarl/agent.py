@@ -15,6 +15,12 @@ special tokens as text, e.g. a chat format for an instruct model:
 system="<|im_start|>user\n{instructions}<|im_end|>\n<|im_start|>assistant\n", stop="<|im_end|>"
 (each becomes its one token id; an env's observations cannot produce them).
 
+`chat=True` builds those templates from the tokenizer's own chat template instead
+(`chat_format`): the instructions are the system message, every observation a user
+message, every policy segment an assistant message ended by the end-of-turn token, and
+generation stops at that token. `system` is then the system message's text and the
+segment headers are written inside the assistant messages.
+
 With `act_candidates = K > 1` (value-guided best-of-K, `jarl.planning`) the ACT segment
 is one forced header then K candidate ranges of the ACT budget each: the K candidates are
 sampled one after another from the same context, scored, and only the chosen one stays
@@ -78,6 +84,7 @@ class AgentConfig:
   revise_header: str = "revise: "
   feedback_header: str = ""
   stop: str = "\n"
+  chat: bool = False  # turns in the tokenizer's chat template (see `chat_format`); `stop` is then its end of turn
 
   def __post_init__(self):
     for name in ("plan_budget", "critique_budget"):
@@ -152,22 +159,93 @@ def _single_token(codec, text: str, what: str) -> int:
   return int(ids[0])
 
 
+@dataclasses.dataclass(frozen=True)
+class ChatFormat:
+  """The pieces of a tokenizer's chat template around message texts, e.g. for ChatML:
+  system_open "<|im_start|>system\\n", end_of_turn "<|im_end|>", user_open "\\n<|im_start|>user\\n",
+  assistant_open "\\n<|im_start|>assistant\\n" (each open piece starts after an end of turn)."""
+  system_open: str
+  end_of_turn: str
+  user_open: str
+  assistant_open: str
+
+
+_MARKS = ("JARLSYSTEMTEXT", "JARLUSERTEXT1", "JARLASSISTANTTEXT", "JARLUSERTEXT2")
+
+
+def chat_format(tokenizer) -> ChatFormat:
+  """Cut a rendered probe conversation (system, user, assistant, user) into the template's pieces.
+
+  The end-of-turn piece is the one special token that closes the assistant message; a template
+  that renders messages differently by position (beyond the first system message) is refused.
+  """
+  name = getattr(tokenizer, "name", type(tokenizer).__name__)
+  roles = ("system", "user", "assistant", "user")
+  text = tokenizer.apply_chat_template([{"role": r, "content": m} for r, m in zip(roles, _MARKS)])
+  if [text.find(m) for m in _MARKS] != sorted(text.find(m) for m in _MARKS) or any(m not in text for m in _MARKS):
+    raise ValueError(f"tokenizer {name}'s chat template does not render the messages it is given in order")
+  cuts = [text.index(m) for m in _MARKS]
+  between = [text[a + len(m):b] for a, m, b in zip(cuts, _MARKS, cuts[1:] + [len(text)])]
+  system_open, (to_user, to_assistant, after_assistant, generation) = text[:cuts[0]], between
+  specials = {tokenizer.token_bytes(i).decode("utf-8", "replace"): i for i in tokenizer.special_ids}
+  end = next((s for s in sorted(specials, key=len, reverse=True) if s and after_assistant.startswith(s)), None)
+  problems = []
+  if end is None:
+    problems.append(f"the assistant message is not closed by a special token ({after_assistant!r})")
+  elif not (to_user.startswith(end) and to_assistant == generation and to_assistant.startswith(end)):
+    problems.append(f"messages are not closed alike ({to_user!r}, {to_assistant!r}, {generation!r})")
+  elif to_user != after_assistant:
+    problems.append(f"a user message opens differently after the system and the assistant ({to_user!r} vs "
+                    f"{after_assistant!r})")
+  if problems:
+    raise ValueError(f"tokenizer {name}'s chat template cannot frame agent turns: {problems[0]}")
+  return ChatFormat(system_open, end, to_user[len(end):], to_assistant[len(end):])
+
+
+def _header_texts(agent: AgentConfig, segments: list) -> dict:
+  """Segment -> the forced header text before its sampled tokens (chat: inside assistant messages)."""
+  plain = {Segment.PLAN: agent.plan_header, Segment.ACT: agent.act_header, Segment.CRITIQUE: agent.critique_header,
+           Segment.VERDICT: agent.verdict_header, Segment.REVISE: agent.revise_header}
+  return {s: plain[s] for s in segments}
+
+
+def _chat_texts(agent: AgentConfig, tokenizer, instructions: str, segments: list) -> tuple[str, str, dict, str]:
+  """(system, feedback header, Segment -> header, stop) framing each turn in the chat template.
+
+  The first policy segment of a turn closes the user message; the others follow a segment that
+  ended with the end-of-turn token, except REVISE, which follows the one-token verdict and so
+  closes its message first. (An accepted verdict's message is left open before the next user message.)
+  """
+  chat = chat_format(tokenizer)
+  system = chat.system_open + agent.system.format(instructions=instructions) + chat.end_of_turn
+  plain = _header_texts(agent, segments)
+  headers = {}
+  for i, s in enumerate(segments):
+    closes = i == 0 or s == Segment.REVISE
+    headers[s] = (chat.end_of_turn if closes else "") + chat.assistant_open + plain[s]
+  return system, chat.user_open + agent.feedback_header, headers, chat.end_of_turn
+
+
 def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
   codec = env.codec
   act = agent.act_budget or env.action_len + 1
   budgets = {Segment.ACT: act}
-  header_text = {Segment.ACT: agent.act_header}
   if agent.plan_budget:
-    budgets[Segment.PLAN], header_text[Segment.PLAN] = agent.plan_budget, agent.plan_header
+    budgets[Segment.PLAN] = agent.plan_budget
   if agent.critique:
-    budgets[Segment.CRITIQUE], header_text[Segment.CRITIQUE] = agent.critique_budget, agent.critique_header
-    budgets[Segment.VERDICT], header_text[Segment.VERDICT] = 1, agent.verdict_header
-    budgets[Segment.REVISE], header_text[Segment.REVISE] = agent.revise_budget or act, agent.revise_header
+    budgets[Segment.CRITIQUE], budgets[Segment.VERDICT] = agent.critique_budget, 1
+    budgets[Segment.REVISE] = agent.revise_budget or act
+  segments = [s for s in POLICY_SEGMENTS if s in budgets]
+  if agent.chat:
+    system_text, feedback_text, header_text, stop = _chat_texts(agent, codec.tokenizer, env.instructions, segments)
+  else:
+    system_text, feedback_text = agent.system.format(instructions=env.instructions), agent.feedback_header
+    header_text, stop = _header_texts(agent, segments), agent.stop
   headers = {s: _fixed(codec.encode(t, specials=True)) for s, t in header_text.items()}
   if budgets[Segment.ACT] > env.action_len + 1 or budgets.get(Segment.REVISE, 1) > env.action_len + 1:
     raise ValueError(f"ACT/REVISE budgets must be <= env.action_len + 1 = {env.action_len + 1}")
-  system = _fixed(codec.encode(agent.system.format(instructions=env.instructions), specials=True))
-  feedback_header = _fixed(codec.encode(agent.feedback_header, specials=True))
+  system = _fixed(codec.encode(system_text, specials=True))
+  feedback_header = _fixed(codec.encode(feedback_text, specials=True))
   feedback_len = int(feedback_header.length) + env.obs_len
   ranges = {s: agent.act_candidates if s == Segment.ACT else 1 for s in budgets}  # ACT: one per candidate
   turn_len = sum(header_slots(headers[s]) + budgets[s] * ranges[s] for s in budgets) + feedback_len
@@ -176,7 +254,7 @@ def make_layout(agent: AgentConfig, env: TextEnv) -> Layout:
   if verdict_ids[0] == verdict_ids[1]:
     raise ValueError("verdict_accept and verdict_revise must be different tokens")
   return Layout(agent, env, headers, budgets, system, feedback_header,
-                _single_token(codec, agent.stop, "stop"), verdict_ids,
+                _single_token(codec, stop, "stop"), verdict_ids,
                 prompt_len=int(system.length) + feedback_len, feedback_len=feedback_len, turn_len=turn_len)
 
 

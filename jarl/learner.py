@@ -319,18 +319,28 @@ def make_iteration(collect: Callable, update: Callable, shardings: TrainState | 
   With `shardings` (see `state_shardings`) the state keeps exactly that layout across
   iterations, so the program compiles once. `reward(traj, params) -> traj` (reward models
   or a judge, `jarl.reward_model`) rewrites the rollout's rewards before the update.
+  A collect that steps its env on the host (`collect.in_graph` False: `jarl.envs.host`)
+  runs eagerly first, and the rest is one jitted program.
   """
-  def iteration(state: TrainState):
-    key = jax.random.fold_in(jax.random.fold_in(state.key(), state.step), 1)
-    traj = collect(state.params, key)
+  def rollout_key(state: TrainState):
+    return jax.random.fold_in(jax.random.fold_in(state.key(), state.step), 1)
+
+  def learn(state: TrainState, traj: Trajectory):
     if reward is not None:
       traj = reward(traj, state.params)
     state, metrics = update(state, traj)
     metrics.update(rollout_metrics(traj))
     return state, metrics, traj
 
-  layout = {} if shardings is None else dict(in_shardings=(shardings,), out_shardings=(shardings, None, None))
-  return jax.jit(iteration, donate_argnums=(0,) if donate else (), **layout)
+  layout = {} if shardings is None else dict(out_shardings=(shardings, None, None))
+  donate_argnums = (0,) if donate else ()
+  if not getattr(collect, "in_graph", True):
+    learn_jit = jax.jit(learn, donate_argnums=donate_argnums, **layout)
+    return lambda state: learn_jit(state, collect(state.params, rollout_key(state)))
+  if shardings is not None:
+    layout["in_shardings"] = (shardings,)
+  return jax.jit(lambda state: learn(state, collect(state.params, rollout_key(state))),
+                 donate_argnums=donate_argnums, **layout)
 
 
 def make_sft_step(lm: LM, optim: OptimConfig, mesh: Mesh | None = None) -> Callable:

@@ -351,7 +351,17 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
   `choose(logits_BxV, key) -> token_B` replaces the sampler (scripted policies, tests).
   `candidate_sampling`: with best-of-K, the sampler of candidates 2..K (None: `sampling`);
   candidate 1 always draws as a K = 1 rollout would (e.g. greedy, then sampled alternatives).
+
+  A host env (`jarl.envs.host`, made by `envs.make` with its codec) gets the host rollout
+  (`make_host_collect`): the same Trajectory, stepped in Python between jitted turns.
   """
+  if not isinstance(env, TextEnv):
+    from jarl.envs import host  # noqa: PLC0415  (host builds on this module)
+    if choose is not None or candidate_sampling is not None:
+      raise ValueError("make_collect: choose and candidate_sampling need an in-graph env, not a host env")
+    if getattr(env, "codec", None) is None:
+      raise ValueError(f"host env {type(env).__name__} has no codec: make it with jarl.envs.make(name, tokenizer=...)")
+    return host.make_host_collect(lm, env, env.codec, agent, n_tasks, group_size, sampling, mesh)
   layout = make_layout(agent, env)
   runner = Runner(lm, layout, sampling, choose, mesh, candidate_sampling)
   B, N = n_tasks * group_size, env.max_turns

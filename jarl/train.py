@@ -49,7 +49,8 @@ FROZEN_SECTIONS = ("seed", "model", "tokenizer", "env", "agent", "rollout", "sam
 class Run:
   config: ml_collections.ConfigDict
   tokenizer: Any
-  env: envs.TextEnv
+  env: envs.TextEnv  # or a host env (`jarl.envs.host`), stepped in Python between jitted turns
+  eval_env: envs.TextEnv  # the same env drawing held-out tasks (host envs: split "eval")
   agent: AgentConfig
   lm: models.LM
   mesh: Any
@@ -90,8 +91,11 @@ def load_pretrained(model_cfg: dict, mesh) -> models.LM:
 def build(config: ml_collections.ConfigDict) -> Run:
   """Everything a run needs, from the config (errors for bad names come from here)."""
   tokenizer = load_tokenizer(config.tokenizer)
-  env = envs.make(config.env.name, tokenizer=tokenizer, guard=config.env.get("guard", False),
-                  **dict(config.env.kwargs))
+  env, eval_env = (envs.make(config.env.name, tokenizer=tokenizer, guard=config.env.get("guard", False), split=split,
+                             **dict(config.env.kwargs)) for split in ("train", "eval"))
+  if config.sft.steps and not isinstance(env, envs.TextEnv):
+    raise ValueError(f"sft.steps={config.sft.steps}: the warm start replays expert episodes, which host env "
+                     f"{config.env.name!r} has none of; set sft.steps=0")
   agent = _dataclass(AgentConfig, config.agent)
   algo = _dataclass(learner.AlgoConfig, config.algo)
   optim = _dataclass(learner.OptimConfig, config.optim, total_steps=config.train.steps)
@@ -111,7 +115,7 @@ def build(config: ml_collections.ConfigDict) -> Run:
   lora = models.LoRAConfig(**dict(model_cfg.get("lora") or {}))  # absent or rank 0: off
   if lora.rank:
     lm = models.lora.add(lm, lora, seed=config.seed)
-  return Run(config, tokenizer, env, agent, lm, mesh, algo, optim, sampling)
+  return Run(config, tokenizer, env, eval_env, agent, lm, mesh, algo, optim, sampling)
 
 
 def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = False):
@@ -123,7 +127,7 @@ def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = Fals
   K = run.config.get("eval", {}).get("act_candidates")  # absent or None: the agent's
   agent = run.agent if K is None else dataclasses.replace(run.agent, act_candidates=K)
   greedy = SamplingConfig(temperature=0.0, vocab_limit=run.sampling.vocab_limit)
-  collect = make_collect(run.lm, run.env, agent, n_tasks, 1, greedy, run.mesh,
+  collect = make_collect(run.lm, run.eval_env, agent, n_tasks, 1, greedy, run.mesh,
                          candidate_sampling=run.sampling if agent.act_candidates > 1 else None)
   traj = collect(params, jax.random.key(seed))
   means = {k: traj.episode[k].mean() for k in ("success", "return_", "turns", "cost") if k in traj.episode}

@@ -9,7 +9,7 @@ import pytest
 
 from jarl import envs, models
 from jarl.agent import AgentConfig
-from jarl.envs.host import GymTextEnv, HostEnv, HostStep, PerEpisodeHostEnv, make_host, make_host_collect
+from jarl.envs.host import GymTextEnv, HostCollect, HostEnv, HostStep, PerEpisodeHostEnv, make_host, make_host_collect
 from jarl.envs.python_tool import make_task
 from jarl.envs.sandbox import Limits, run_python
 from jarl.rollout import make_collect, replay_logprobs
@@ -285,3 +285,24 @@ def test_gym_text_env_adapter(lm):
   traj = make_host_collect(lm, env, ENV.codec, AgentConfig(), n_tasks=4, group_size=2)(lm.params, jax.random.key(0))
   assert np.asarray(traj.turn_live)[:, 0].all() and not np.asarray(traj.episode["host_error"]).any()
   assert (np.asarray(traj.terminated | traj.truncated).sum(1) == 1).all()
+
+
+def test_envs_make_gives_host_envs_that_the_rollout_and_the_learner_take(lm):
+  """`envs.make` builds host envs with their codec; make_collect and make_iteration take them like in-graph envs."""
+  from jarl import learner
+  env = envs.make("python_tool", tokenizer=ByteTokenizer(), max_turns=2)
+  held_out = envs.make("python_tool", tokenizer=ByteTokenizer(), split="eval", max_turns=2)
+  assert isinstance(env, HostEnv) and env.codec is not None and (env.split, held_out.split) == ("train", "eval")
+  with pytest.raises(ValueError, match="host env"):
+    envs.make("python_tool", guard=True)
+  with pytest.raises(ValueError, match=r"unknown environment 'python_tol'.*host envs \['python_tool', 'rg:<name>'\]"):
+    envs.make("python_tol")
+  agent = AgentConfig(act_budget=8)
+  collect = make_collect(lm, env, agent, 2, GROUP)
+  assert isinstance(collect, HostCollect) and collect.codec is env.codec
+  optim = learner.OptimConfig(lr=1e-3)
+  iteration = learner.make_iteration(collect, learner.make_update(lm, learner.AlgoConfig(), optim, GROUP))
+  state = learner.init_state(lm, optim)
+  state, metrics, traj = iteration(state)
+  assert int(state.step) == 1 and traj.tokens.shape[0] == 2 * GROUP
+  assert {"episode/success", "policy/entropy", "policy/grad_norm"} <= set(metrics)

@@ -148,3 +148,22 @@ def test_sampling_never_draws_the_models_rows_beyond_the_tokenizer(tmp_path):
   assert train.build(c).sampling.vocab_limit == 0  # tiny: 512 rows, the byte tokenizer's 512 ids
   c.model.overrides = ml_collections.ConfigDict(dict(vocab_size=600))  # padded rows beyond the tokenizer
   assert train.build(c).sampling.vocab_limit == 512
+
+
+def test_train_on_a_reasoning_gym_host_env_in_the_chat_template(tmp_path):
+  """`env.name = "rg:<dataset>"` trains through the host rollout, evaluates on the eval split's problems."""
+  c = small_config(tmp_path)
+  c.env.name = "rg:chain_sum"
+  c.env.kwargs = dict(max_turns=2, obs_len=72, action_len=4,
+                      dataset_kwargs=dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1))
+  c.agent = ml_collections.ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=4))
+  with pytest.raises(ValueError, match="sft.steps=2.*host env 'rg:chain_sum'"):
+    train.build(c)
+  c.sft.steps = 0
+  run = train.build(c)
+  assert (run.env.split, run.eval_env.split) == ("train", "eval")
+  summary = train.train(c)
+  assert summary["steps"] == 2 and 0.0 <= summary["final_eval"]["success"] <= 1.0
+  samples = (tmp_path / "samples.txt").read_text()
+  assert "<|im_start|>user⏎State the final answer to the following arithmetic problem" in samples
+  assert any("episode/success" in r for r in rl_records(tmp_path))

@@ -146,16 +146,29 @@ def registered() -> list[str]:
 
 
 def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = None, guard: bool = False,
-         **kwargs) -> TextEnv:
+         split: str = "train", **kwargs):
   """An environment by name: `make("frozenlake", size=4)`; byte tokenizer by default.
 
-  `guard=True` wraps it in the action guard (`jarl.envs.shield.Shield`): forbidden actions are blocked.
+  Names of host environments (`jarl.envs.host`: "python_tool", "rg:<reasoning-gym dataset>") give
+  that host env carrying the codec, so the rollout and the trainer take it like an in-graph env;
+  `split="eval"` makes it draw held-out tasks (in-graph envs draw them from their own key stream).
+  `guard=True` wraps an in-graph env in the action guard (`jarl.envs.shield.Shield`).
   """
   _import_builtin_envs()
-  if name not in _REGISTRY:
-    raise ValueError(f"unknown environment {name!r}; available: {sorted(_REGISTRY)}")
+  if split not in ("train", "eval"):
+    raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
   if codec is None:
     codec = Codec.from_tokenizer(tokenizer or ByteTokenizer())
+  if name not in _REGISTRY:
+    from jarl.envs import host  # noqa: PLC0415  (host builds on the rollout, which builds on this module)
+    if not host.is_host(name):
+      raise ValueError(f"unknown environment {name!r}; available: {sorted(_REGISTRY)}, host envs "
+                       f"{host.registered()}")
+    if guard:
+      raise ValueError(f"guard=True needs an in-graph env with forbidden actions; {name!r} is a host env")
+    env = host.make_host(name, **kwargs)
+    env.codec, env.split = codec, split
+    return env
   env = _REGISTRY[name](codec, **kwargs)
   if guard:
     from jarl.envs.shield import Shield

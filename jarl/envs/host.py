@@ -71,6 +71,7 @@ class HostEnv(abc.ABC):
   obs_len: int = 64  # token budget of an observation; longer ones are cut
   action_len: int = 32  # token budget of an action
   timeout_s: float = 60.0  # the bridge's limit on one reset or step call
+  split: str = "train"  # the task stream reset's seeds index: "train", or "eval" for held-out tasks
 
   @abc.abstractmethod
   def reset(self, seeds: list[int]) -> list[str | RowError]:
@@ -199,16 +200,30 @@ def register_host_prefix(prefix: str, factory: Callable[..., HostEnv]) -> None:
   _HOST_PREFIXES[prefix] = factory
 
 
+def _import_builtin_host_envs() -> None:
+  import jarl.envs.python_tool  # noqa: F401,PLC0415  (importing them registers the built-in host envs)
+  import jarl.envs.reasoning_gym  # noqa: F401,PLC0415
+
+
+def registered() -> list[str]:
+  """Host env names: the registered ones and the prefix families ("rg:<name>")."""
+  _import_builtin_host_envs()
+  return sorted(_HOST_ENVS) + sorted(p + ":<name>" for p in _HOST_PREFIXES)
+
+
+def is_host(name: str) -> bool:
+  _import_builtin_host_envs()
+  prefix, colon, _ = name.partition(":")
+  return name in _HOST_ENVS or bool(colon) and prefix in _HOST_PREFIXES
+
+
 def make_host(name: str, **kwargs) -> HostEnv:
   """A host environment by name: `make_host("python_tool", max_turns=4)`, `make_host("rg:chain_sum")`."""
-  import jarl.envs.python_tool  # noqa: F401  (registers the built-in host envs)
-  import jarl.envs.reasoning_gym  # noqa: F401
+  if not is_host(name):
+    raise ValueError(f"unknown host environment {name!r}; available: {registered()}")
   prefix, colon, rest = name.partition(":")
   if colon and prefix in _HOST_PREFIXES:
     return _HOST_PREFIXES[prefix](rest, **kwargs)
-  if name not in _HOST_ENVS:
-    raise ValueError(f"unknown host environment {name!r}; available: {sorted(_HOST_ENVS)} and "
-                     f"{sorted(p + ':<name>' for p in _HOST_PREFIXES)}")
   return _HOST_ENVS[name](**kwargs)
 
 
@@ -230,6 +245,8 @@ class _Shape:
 
 class HostCollect:
   """`collect(params, key, seeds=None) -> Trajectory` for a HostEnv; see make_host_collect."""
+
+  in_graph = False  # `learner.make_iteration` runs it eagerly, then the update in one jit
 
   def __init__(self, lm: LM, env: HostEnv, codec: Codec, agent: AgentConfig, n_tasks: int, group_size: int,
                sampling: SamplingConfig, mesh: Mesh | None):
