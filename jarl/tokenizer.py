@@ -8,7 +8,8 @@
 
 `ByteTokenizer` needs no download: ids 0..255 are bytes, then a few special tokens,
 and the vocabulary is padded to 512 (the `tiny` preset's vocab). `HFTokenizer` wraps a
-transformers tokenizer (directory or hub id); `load_tokenizer("byte" | path)` picks one.
+transformers tokenizer (directory, hub id, or a GGUF file's metadata: `*.gguf` or
+"package:NAME"); `load_tokenizer("byte" | path)` picks one.
 """
 
 from __future__ import annotations
@@ -105,10 +106,17 @@ class HFTokenizer:
   """
 
   def __init__(self, name_or_path: str | Path):
-    from transformers import AutoTokenizer  # imported here: ByteTokenizer users never pay for it
+    # imported here: ByteTokenizer users never pay for them
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    from jarl.models import gguf
 
     self.name = str(name_or_path)
-    self.tok = AutoTokenizer.from_pretrained(self.name)
+    if gguf.is_gguf(self.name):  # built from the file's tokenizer.* metadata, as AutoTokenizer would,
+      path = Path(gguf.resolve(self.name))  # but without its slow read of the model config
+      self.tok = PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
+    else:
+      self.tok = AutoTokenizer.from_pretrained(self.name)
     if self.tok.eos_token_id is None:
       raise ValueError(f"tokenizer {self.name} has no eos token")
     self.vocab_size = len(self.tok)
@@ -152,5 +160,6 @@ class HFTokenizer:
 
 
 def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
-  """The built-in ByteTokenizer for "byte", else a transformers tokenizer (directory or hub id)."""
+  """The built-in ByteTokenizer for "byte", else a transformers tokenizer (directory, hub id, a
+  `.gguf` file or a "package:NAME" handle)."""
   return ByteTokenizer() if str(name_or_path) == "byte" else HFTokenizer(name_or_path)

@@ -2,6 +2,7 @@
 
     lm = jarl.models.from_pretrained("Qwen/Qwen3-0.6B", dtype="bfloat16", mesh=mesh)
     jarl.models.save_pretrained(lm, "out/")  # transformers.AutoModelForCausalLM loads it back
+    lm = jarl.models.from_pretrained("package:smollm2-135m-instruct")  # a GGUF file: jarl.models.gguf
 
 Families: llama, qwen2, qwen3. Every config.json field is either mapped, checked to hold
 its neutral value, or known not to change the forward pass (metadata, token ids,
@@ -183,22 +184,24 @@ def _checkpoint_tensors(path: Path) -> dict[str, tuple]:
   return {name: entry for f in files for name, entry in _header(path / f).items()}
 
 
-def _check_tensors(found: dict, expected: dict, cfg: ModelConfig) -> None:
-  """Every expected tensor present with its shape and a float dtype, and nothing unknown."""
-  def harmless(name):
-    return name.endswith("rotary_emb.inv_freq") or (cfg.tie_embeddings and name == "lm_head.weight")
+def _check_tensors(found: dict[str, tuple[str, tuple]], expected: dict, dtypes, where: str,
+                   harmless=lambda name: False) -> None:
+  """Every expected tensor present with its shape and a dtype in `dtypes`, and nothing unknown.
+
+  `found`: {name: (dtype name, shape)}; `where` names the checkpoint in the error.
+  """
   errors = [f"missing tensor {n} (expected shape {expected[n][1]})"
             for n in sorted(expected.keys() - found.keys())]
-  errors += [f"unexpected tensor {n} (shape {found[n][2]})"
+  errors += [f"unexpected tensor {n} (shape {found[n][1]})"
              for n in sorted(found.keys() - expected.keys()) if not harmless(n)]
   for n in sorted(expected.keys() & found.keys()):
-    _, dtype, shape, _ = found[n]
+    dtype, shape = found[n]
     if shape != expected[n][1]:
       errors.append(f"tensor {n} has shape {shape} in the checkpoint, expected {expected[n][1]}")
-    if dtype not in SAFETENSORS_DTYPES:
-      errors.append(f"tensor {n} has dtype {dtype} (supported: {sorted(SAFETENSORS_DTYPES)})")
+    if dtype not in dtypes:
+      errors.append(f"tensor {n} has dtype {dtype} (supported: {sorted(dtypes)})")
   if errors:
-    raise ValueError(f"checkpoint does not match its config ({len(errors)} problems): " + "; ".join(errors[:8]))
+    raise ValueError(f"{where} does not match its config ({len(errors)} problems): " + "; ".join(errors[:8]))
 
 
 def _local_dir(path_or_hub_id) -> Path:
@@ -221,28 +224,58 @@ def _set(tree, path, value) -> None:
   tree[path[-1]] = value
 
 
+def _check_kind(kind: str) -> None:
+  if kind not in ("lm", "policy_value"):
+    raise ValueError(f"from_pretrained builds kind 'lm' or 'policy_value', got {kind!r}")
+
+
+def _assemble(cfg: ModelConfig, expected: dict, read, mesh: Mesh | None, kind: str) -> LM:
+  """The handle from `read(name)`, each `expected` tensor as its HF array (a Linear weight [out, in])."""
+  shapes, params = abstract(cfg)[1], {}
+  for name, (param_path, _, transposed) in expected.items():
+    w = read(name)
+    w = np.ascontiguousarray(w.T if transposed else w, cfg.weight_dtype).reshape(_get(shapes, param_path).shape)
+    _set(params, param_path, w)
+  lm = from_params(cfg, params, mesh=mesh)
+  return with_value_head(lm) if kind == "policy_value" else lm
+
+
 def from_pretrained(path_or_hub_id, dtype: str | None = None, mesh: Mesh | None = None,
                     kind: str = "lm") -> LM:
   """Load a llama / qwen2 / qwen3 checkpoint (local directory or hub id) as a jarl handle.
 
   `dtype` ("float32", "bfloat16") sets both the param and compute dtype (None: float32);
   `kind` "policy_value" adds a fresh zero value head. With a mesh the params are sharded.
+  A `.gguf` file or a "package:NAME" handle goes to `jarl.models.gguf.load_gguf`.
   """
-  if kind not in ("lm", "policy_value"):
-    raise ValueError(f"from_pretrained builds kind 'lm' or 'policy_value', got {kind!r}")
+  from jarl.models import gguf  # imports this module
+
+  if gguf.is_gguf(path_or_hub_id):
+    return gguf.load_gguf(path_or_hub_id, dtype, mesh, kind)
+  _check_kind(kind)
   path = _local_dir(path_or_hub_id)
   overrides = {} if dtype is None else {"dtype": dtype, "param_dtype": dtype}
   cfg = config_from_hf(json.loads((path / "config.json").read_text()), **overrides)
   expected, found = _tensor_map(cfg), _checkpoint_tensors(path)
-  _check_tensors(found, expected, cfg)
-  shapes, params = abstract(cfg)[1], {}
-  for name, (param_path, _, transposed) in expected.items():
+
+  def harmless(name):
+    return name.endswith("rotary_emb.inv_freq") or (cfg.tie_embeddings and name == "lm_head.weight")
+  _check_tensors({n: (t, shape) for n, (_, t, shape, _) in found.items()}, expected, SAFETENSORS_DTYPES,
+                 f"checkpoint {path}", harmless)
+
+  def read(name):
     file, st_dtype, shape, offset = found[name]
-    w = np.memmap(file, SAFETENSORS_DTYPES[st_dtype], "r", offset, shape)
-    w = np.ascontiguousarray(w.T if transposed else w, cfg.weight_dtype).reshape(_get(shapes, param_path).shape)
-    _set(params, param_path, w)
-  lm = from_params(cfg, params, mesh=mesh)
-  return with_value_head(lm) if kind == "policy_value" else lm
+    return np.memmap(file, SAFETENSORS_DTYPES[st_dtype], "r", offset, shape)
+  return _assemble(cfg, expected, read, mesh, kind)
+
+
+def hf_tensors(lm: LM) -> dict[str, np.ndarray]:
+  """An lm handle's params as transformers' state dict (numpy, HF names and layouts)."""
+  tensors = {}
+  for name, (param_path, hf_shape, transposed) in _tensor_map(lm.config).items():
+    x = np.asarray(_get(lm.params, param_path))
+    tensors[name] = np.ascontiguousarray(x.reshape(hf_shape[::-1]).T if transposed else x.reshape(hf_shape))
+  return tensors
 
 
 def save_pretrained(lm: LM, path) -> Path:
@@ -253,12 +286,8 @@ def save_pretrained(lm: LM, path) -> Path:
   if lm.lora is not None:
     raise ValueError("save_pretrained got a handle with LoRA adapters: export jarl.models.lora.merge(lm, params)")
   hf_config = config_to_hf(lm.config)
-  tensors = {}
-  for name, (param_path, hf_shape, transposed) in _tensor_map(lm.config).items():
-    x = np.asarray(_get(lm.params, param_path))
-    tensors[name] = np.ascontiguousarray(x.reshape(hf_shape[::-1]).T if transposed else x.reshape(hf_shape))
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
   (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
-  safetensors.numpy.save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+  safetensors.numpy.save_file(hf_tensors(lm), str(path / "model.safetensors"), metadata={"format": "pt"})
   return path
