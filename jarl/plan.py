@@ -164,13 +164,15 @@ def preset_config(section) -> models.ModelConfig:
 def model_config(section) -> models.ModelConfig:
   """The config's ModelConfig, from shapes alone (no weights are read).
 
-  `hf_path` a local directory: its config.json. Else `preset` when given: it stands in for
-  the hub checkpoint (nothing downloaded; `jarl train` checks the checkpoint against it).
-  Else `hf_path`'s config.json from the hub.
+  `hf_path` a GGUF file or "package:NAME": its metadata. A local directory: its config.json.
+  Else `preset` when given: it stands in for the hub checkpoint (nothing downloaded; `jarl train`
+  checks the checkpoint against it). Else `hf_path`'s config.json from the hub.
   """
   section = dict(section)
   if not section.get("hf_path"):
     return preset_config(section)
+  if models.gguf.is_gguf(section["hf_path"]):  # a GGUF file or "package:NAME": its metadata
+    return models.gguf.read_config(section["hf_path"], **model_dtypes(section))
   path = pathlib.Path(section["hf_path"]).expanduser()
   if not path.is_dir():
     if section.get("preset"):
