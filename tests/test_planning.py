@@ -213,7 +213,7 @@ def test_greedy_evaluation_searches_over_sampled_alternatives(lm):
   """eval.act_candidates switches best-of-K on at evaluation; candidate 1 is the greedy action."""
   pv = _value_lm(lm, 1.0)
   agent = AgentConfig(act_budget=2, candidate_score="value")
-  run = train.Run(ml_collections.ConfigDict(dict(eval=dict(act_candidates=3))), None, ENV, agent, pv, None,
+  run = train.Run(ml_collections.ConfigDict(dict(eval=dict(act_candidates=3))), None, ENV, ENV, agent, pv, None,
                   None, None, SamplingConfig())
   out, traj = train.evaluate(run, pv.params, n_tasks=8, seed=0, return_traj=True)
   assert traj.planning["scores"].shape[-1] == 3 and 0 <= out["planning_changed_rate"] <= 1

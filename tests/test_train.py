@@ -120,10 +120,13 @@ def _reference_envs() -> list[str]:
                          + [("reference", env) for env in _reference_envs()])
 def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
-  import importlib
+  import importlib.util
   from jarl import envs, plan
   from jarl.agent import AgentConfig, make_layout
-  module = importlib.import_module(name)
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")  # by path: benchmarks share names
+  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
   config = module.get_config() if arg is None else module.get_config(arg)
   train._dataclass(learner.AlgoConfig, config.algo)
   agent = train._dataclass(AgentConfig, config.agent)
