@@ -1,6 +1,7 @@
-"""Multi-host `jarl train`: 2 and 4 local processes (jax.distributed over localhost, gloo CPU
+"""Multi-host `jarl train`: 2 local processes (jax.distributed over localhost, gloo CPU
 collectives) on one global 4-device mesh reproduce a single-process run: the same metrics,
-the same checkpointed TrainState, and only process 0 writes.
+the same checkpointed TrainState, and only process 0 writes. Process 0 takes its cluster layout
+from flags, process 1 from JARL_* environment variables.
 
 Every run is `python -m jarl.cli train --config tests/multihost_worker.py` in a subprocess
 that sees 4 / n_processes fake CPU devices.
@@ -37,7 +38,7 @@ def _free_port() -> int:
 def launch(workdir: pathlib.Path, n_processes: int, use_env: bool = False) -> list[str]:
   """Run the tiny config on `n_processes` processes; their outputs, in process order.
 
-  Cluster layout by flags, or by JARL_* environment variables with `use_env`. A process
+  Cluster layout by flags, or, with `use_env`, by JARL_* environment variables in odd-numbered processes. A process
   that fails or a run past TIMEOUT_S kills the others; none outlives this call.
   """
   env = {k: v for k, v in os.environ.items() if not k.startswith("JARL_")}
@@ -56,7 +57,7 @@ def launch(workdir: pathlib.Path, n_processes: int, use_env: bool = False) -> li
       layout = {}
       if n_processes > 1:
         layout = dict(coordinator=f"127.0.0.1:{port}", num_processes=n_processes, process_id=i)
-      if use_env:
+      if use_env and i % 2:
         flags, process_env = [], dict(env, **{f"JARL_{k.upper()}": str(v) for k, v in layout.items()})
       else:
         flags, process_env = [f"--{k}={v}" for k, v in layout.items()], env
@@ -101,10 +102,10 @@ def reference(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("n_processes", [2, 4])
-def test_processes_reproduce_one_process_run(reference, n_processes, tmp_path):
+def test_processes_reproduce_one_process_run(reference, tmp_path):
+  n_processes = 2  # (4 processes ran the same code path at twice the cost on a 2-core CI machine)
   workdir = tmp_path / f"{n_processes}_processes"
-  outputs = launch(workdir, n_processes, use_env=n_processes == 4)
+  outputs = launch(workdir, n_processes, use_env=True)
 
   want, got = read_jsonl(reference / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
   assert [r["step"] for r in got] == [r["step"] for r in want] == [-1, 0, 0, 1, 2]
