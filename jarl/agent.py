@@ -85,6 +85,10 @@ class AgentConfig:
   feedback_header: str = ""
   stop: str = "\n"
   chat: bool = False  # turns in the tokenizer's chat template (see `chat_format`); `stop` is then its end of turn
+  # chat only: a user message forced before the segment, e.g. "Check your answer." ("" : none)
+  critique_request: str = ""
+  verdict_request: str = ""
+  revise_request: str = ""
 
   def __post_init__(self):
     for name in ("plan_budget", "critique_budget"):
@@ -98,6 +102,9 @@ class AgentConfig:
     if self.search_simulations < 1 or (self.search_depth is not None and self.search_depth < 1):
       raise ValueError(f"AgentConfig.search_simulations and search_depth must be >= 1, got "
                        f"{self.search_simulations} and {self.search_depth}")
+    requests = [n for n in ("critique_request", "verdict_request", "revise_request") if getattr(self, n)]
+    if requests and not self.chat:
+      raise ValueError(f"AgentConfig.{requests[0]} is a user message in the chat template: it needs chat=True")
     from jarl import planning  # noqa: PLC0415  (planning imports the rollout, which imports this module)
     planning.get_scorer(self.candidate_score)
 
@@ -215,14 +222,18 @@ def _chat_texts(agent: AgentConfig, tokenizer, instructions: str, segments: list
   The first policy segment of a turn closes the user message; the others follow a segment that
   ended with the end-of-turn token, except REVISE, which follows the one-token verdict and so
   closes its message first. (An accepted verdict's message is left open before the next user message.)
+  A segment with a request (`critique_request`, ...) opens with that user message.
   """
   chat = chat_format(tokenizer)
   system = chat.system_open + agent.system.format(instructions=instructions) + chat.end_of_turn
   plain = _header_texts(agent, segments)
+  requests = {Segment.CRITIQUE: agent.critique_request, Segment.VERDICT: agent.verdict_request,
+              Segment.REVISE: agent.revise_request}
   headers = {}
   for i, s in enumerate(segments):
     closes = i == 0 or s == Segment.REVISE
-    headers[s] = (chat.end_of_turn if closes else "") + chat.assistant_open + plain[s]
+    request = chat.user_open + requests[s] + chat.end_of_turn if requests.get(s) else ""
+    headers[s] = (chat.end_of_turn if closes else "") + request + chat.assistant_open + plain[s]
   return system, chat.user_open + agent.feedback_header, headers, chat.end_of_turn
 
 

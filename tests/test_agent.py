@@ -40,6 +40,22 @@ def test_chat_layout_renders_the_template_conversation():
       == rendered
 
 
+def test_chat_requests_are_user_messages_before_their_segments():
+  """A critique asked for in words: user message, then the assistant's critique, verdict and revision."""
+  tok = ByteTokenizer()
+  env = envs.make("frozenlake", tokenizer=tok, size=4, max_turns=2)
+  agent = AgentConfig(chat=True, system="{instructions}", act_header="", critique_budget=2, critique_header="",
+                      verdict_header="", revise_header="", critique_request="Check it.", verdict_request="Right?",
+                      revise_request="Fix it.")
+  headers = {s: text(tok, h) for s, h in make_layout(agent, env).headers.items()}
+  assert headers == {Segment.ACT: "<|im_end|>\n<|im_start|>assistant\n",
+                     Segment.CRITIQUE: "\n<|im_start|>user\nCheck it.<|im_end|>\n<|im_start|>assistant\n",
+                     Segment.VERDICT: "\n<|im_start|>user\nRight?<|im_end|>\n<|im_start|>assistant\n",
+                     Segment.REVISE: "<|im_end|>\n<|im_start|>user\nFix it.<|im_end|>\n<|im_start|>assistant\n"}
+  with pytest.raises(ValueError, match="critique_request .*needs chat=True"):
+    AgentConfig(critique_budget=2, critique_request="Check it.")
+
+
 class Template(ByteTokenizer):
   def __init__(self, render):
     super().__init__()
