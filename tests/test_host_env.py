@@ -24,11 +24,15 @@ FAST = Limits(wall_s=1.0, cpu_s=1, memory_mb=128)
 
 
 class ShortGuess(toy_env.GuessDigit):
-  """guess_digit whose episodes all end by turn 2 of 3: the last turn is idle for every row."""
+  """guess_digit whose episodes all end by turn 2 of 3 (the last turn is idle for every row) and
+  that pays 0.5 for an action whose first byte is an even ASCII one (so that a random model's
+  two critique branches earn different rewards; ASCII survives the host's text round trip)."""
 
   def step(self, state, action, key):
+    bytes_K, length = self.codec.to_bytes(action, 8)
+    bonus = 0.5 * ((length > 0) & (bytes_K[0] < 128) & (bytes_K[0] % 2 == 0))
     state, obs, reward, term, trunc, info = super().step(state, action, key)
-    return state, obs, reward, term, trunc | (state.turn >= 2), info
+    return state, obs, reward + bonus, term, trunc | (state.turn >= 2), info
 
 
 ENV = ShortGuess(envs.Codec.from_tokenizer(ByteTokenizer()), max_turns=3)
@@ -56,6 +60,12 @@ class TextEnvHost(HostEnv):
     return [self.env.codec.text(o) for o in obs]
 
   def step(self, actions, live):
+    return self._rows(actions, live, advance=True)
+
+  def score(self, actions, live):  # the pure env's step from the same state: a critique's other branch
+    return self._rows(actions, live, advance=False)
+
+  def _rows(self, actions, live, advance):
     _, step = self.env.jitted
     codec, rows = self.env.codec, []
     for b, action in enumerate(actions):
@@ -64,7 +74,9 @@ class TextEnvHost(HostEnv):
         continue
       ids = codec.encode(action)[:self.action_len]  # cut: invalid UTF-8 came back as U+FFFD (3 bytes)
       tokens = envs.Tokens(np.pad(ids, (0, self.action_len - len(ids)), constant_values=codec.pad_id), len(ids))
-      self.states[b], obs, reward, term, trunc, info = step(self.states[b], tokens, jax.random.key(0))
+      state, obs, reward, term, trunc, info = step(self.states[b], tokens, jax.random.key(0))
+      if advance:
+        self.states[b] = state
       rows.append((codec.text(obs), float(reward), bool(term), bool(trunc), {k: bool(v) for k, v in info.items()}))
     return HostStep(*map(list, zip(*rows)))
 
@@ -98,6 +110,12 @@ def test_host_rollout_equals_in_graph_rollout(pair):
     np.testing.assert_allclose(got.episode[key], value, err_msg=key)
   assert not got.info["host_error"].any() and not got.episode["host_error"].any()
   assert not live[:, 2].any() and (want.verdict == 1).any()  # an idle last turn; some REVISE segments
+  # both branches of every turn: the stepped one and the scored one (HostEnv.score)
+  assert set(got.attempts) == set(want.attempts) == {"first_reward", "first_success", "revised_reward",
+                                                     "revised_success"}
+  for key, value in want.attempts.items():
+    np.testing.assert_array_equal(got.attempts[key], value, err_msg=key)
+  assert (want.attempts["first_reward"] != want.attempts["revised_reward"]).any()  # the branches differ somewhere
 
 
 def test_host_trajectory_replays_its_logprobs(lm, pair):

@@ -113,6 +113,22 @@ def test_multi_turn_feedback_then_right_or_out_of_turns():
   assert out.reward[1] == 0.0 and not out.terminated[1] and out.truncated[1] and not out.info[1]["success"]
 
 
+def test_score_is_step_without_advancing():
+  """A critique's other branch is scored from the same state: score never moves the episode on."""
+  env = make_host("rg:chain_sum", max_turns=2, feedback="Wrong.")
+  env.reset([5, 5])
+  right = answer(env, 5)
+  wrong = str(int(right) + 1)
+  for _ in range(3):  # however often a row is scored, it stays at its first turn
+    scored = env.score([right, wrong], [True, True])
+    assert scored.reward == [1.0, 0.0] and scored.terminated == [True, False] and scored.truncated == [False, False]
+  out = env.step([wrong, wrong], [True, True])
+  assert out.truncated == [False, False]  # the first of 2 turns
+  scored = env.score([wrong, right], [True, True])
+  assert scored.truncated == [True, False] and scored.reward == [0.0, 1.0]  # scored as the last turn
+  assert env.step([wrong, right], [True, True]).truncated == [True, False]
+
+
 @pytest.mark.parametrize("dataset", ["chain_sum", "letter_counting"])
 def test_partial_credit_is_opt_in_and_never_success(dataset):
   """reasoning-gym's default scorer pays len(answer)/len(reply) for a reply containing the answer."""

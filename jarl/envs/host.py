@@ -81,6 +81,21 @@ class HostEnv(abc.ABC):
   def step(self, actions: list[str], live: list[bool]) -> HostStep:
     """Step the rows with live[b] (the others have ended; their entries are ignored)."""
 
+  def score(self, actions: list[str], live: list[bool]) -> HostStep:
+    """What step(actions, live) would return, without advancing any episode.
+
+    Optional: envs whose step is a pure function of (episode state, action) implement it
+    (reasoning-gym's do). With a critique, the rollout then steps the answer the verdict chose
+    and scores the other one, so both branches of every turn are known (`Trajectory.attempts`,
+    which segment credit reads); without it, only the chosen branch is.
+    """
+    raise NotImplementedError
+
+
+def scores(env: HostEnv) -> bool:
+  """Whether env implements HostEnv.score."""
+  return type(env).score is not HostEnv.score
+
 
 class Episode(Protocol):
   """One episode of plain single-episode code, for PerEpisodeHostEnv."""
@@ -258,9 +273,12 @@ class HostCollect:
     runner = self.runner = Runner(lm, make_layout(agent, shape), sampling, mesh=mesh)
     self._start = jax.jit(runner.start)
 
+    self.both_branches = runner.revise_on and scores(env)
+
     def policy(params, c, turn, alive_B, key):  # (best-of-K scores with the value head: no pure env step here)
-      c, action, revise_B, _, planned = runner.policy(params, c, turn, alive_B, turn_keys(key))
-      return c, action, revise_B, planned
+      c, action, revise_B, texts, planned = runner.policy(params, c, turn, alive_B, turn_keys(key))
+      attempts = runner.attempts(texts) if self.both_branches else None  # (first, revised)
+      return c, action, revise_B, planned, attempts
 
     self._policy = jax.jit(policy, donate_argnums=1)
     self._feedback = jax.jit(runner.feedback, donate_argnums=1)
@@ -288,10 +306,17 @@ class HostCollect:
         records.append(self._record(none_B, np.zeros((B,), np.float32), none_B, none_B, none_B, {}))
         if self.runner.best_of_k:
           records[-1]["planning"] = planning.idle_record(B, self.runner.layout.candidates)
+        if self.both_branches:
+          records[-1]["attempts"] = _attempts(none_B, none_B, (none_B, none_B), (none_B, none_B))
         continue
-      c, action, revise_B, planned = self._policy(params, c, np.int32(turn), alive_B, keys[turn])
-      ids_BxK, lengths_B, revise_B = jax.device_get((action.ids, action.length, revise_B))
-      actions = [self._text(ids[:n]) for ids, n in zip(ids_BxK, lengths_B)]
+      c, action, revise_B, planned, attempts = self._policy(params, c, np.int32(turn), alive_B, keys[turn])
+      actions, revise_B = self._texts(action), jax.device_get(revise_B)
+      if self.both_branches:  # score the branch the verdict did not take, from the same state, before stepping
+        first, revised = (self._texts(a) for a in attempts)
+        others = [f if r else v for f, v, r in zip(first, revised, revise_B)]
+        scoring_B = alive_B & ~failed_B
+        scored = self._call(lambda: env.score(others, scoring_B.tolist()), scoring_B, failed_B, turn)
+        other_reward_B, _, _, other_info = self._step_arrays(scored, scoring_B, failed_B, turn)
       stepped_B = alive_B & ~failed_B
       out = self._call(lambda: env.step(actions, stepped_B.tolist()), stepped_B, failed_B, turn)
       reward_B, term_B, trunc_B, info = self._step_arrays(out, stepped_B, failed_B, turn)
@@ -303,6 +328,9 @@ class HostCollect:
       record = self._record(alive_B, np.where(failed_B, 0.0, reward_B), term_B, trunc_B, revise_B, info)
       if planned:
         record["planning"] = planned
+      if self.both_branches:
+        record["attempts"] = _attempts(alive_B & ~failed_B, revise_B, (reward_B, info["success"]),
+                                       (other_reward_B, other_info["success"]))
       alive_B = going_B & ~failed_B
       c = self._feedback(params, c, np.int32(turn), obs, record["reward"], alive_B)
       records.append(record)
@@ -378,10 +406,25 @@ class HostCollect:
     info = {k: info.get(k, np.zeros((B,), bool)) for k in ("success", "valid_action", "host_error")}
     return self.runner.record(alive_B, reward_B, term_B, trunc_B, revise_B, info)
 
+  def _texts(self, action: Tokens) -> list[str]:
+    ids_BxK, lengths_B = jax.device_get((action.ids, action.length))
+    return [self._text(ids[:n]) for ids, n in zip(ids_BxK, lengths_B)]
+
   def _text(self, ids: np.ndarray) -> str:
     """An action's text: exactly the bytes the in-graph codec sees (special tokens are empty)."""
     raw = b"".join(self._bytes_VxM[i, :self._byte_lengths_V[i]].tobytes() for i in ids)
     return raw.decode("utf-8", errors="replace")
+
+
+def _attempts(live_B, revise_B, taken: tuple, other: tuple) -> dict:
+  """rollout.attempt_record's fields from the stepped branch and the scored one: (reward, success) each."""
+  (taken_r, taken_s), (other_r, other_s) = taken, other
+  record = {}
+  for name, (r, s) in (("first", (np.where(revise_B, other_r, taken_r), np.where(revise_B, other_s, taken_s))),
+                       ("revised", (np.where(revise_B, taken_r, other_r), np.where(revise_B, taken_s, other_s)))):
+    record[f"{name}_reward"] = np.where(live_B, r, 0.0).astype(np.float32)
+    record[f"{name}_success"] = live_B & s.astype(bool)
+  return record
 
 
 def _sized(col, n: int) -> bool:

@@ -165,21 +165,31 @@ class ReasoningGymEnv(HostEnv):
     return [problems[s] if isinstance(problems[s], RowError) else problems[s][1]["question"] for s in seeds]
 
   def step(self, actions, live):
-    rows = [self._step_row(b, action) if live[b] else ("", 0.0, False, False, {}) for b, action in enumerate(actions)]
+    return self._rows_step(actions, live, advance=True)
+
+  def score(self, actions, live):
+    """What step would return; no episode advances (a critique's other branch is scored with it)."""
+    return self._rows_step(actions, live, advance=False)
+
+  def _rows_step(self, actions, live, advance: bool) -> HostStep:
+    rows = [self._step_row(b, action, advance) if live[b] else ("", 0.0, False, False, {})
+            for b, action in enumerate(actions)]
     return HostStep(*(list(column) for column in zip(*rows)))
 
-  def _step_row(self, b: int, action: str) -> tuple:
+  def _step_row(self, b: int, action: str, advance: bool) -> tuple:
     row = self._rows[b] if b < len(self._rows) else None
     if row is None:
       return RowError("this row has no problem (reset failed or was not called)"), 0.0, False, False, {}
-    row.turns += 1
+    turns = row.turns + 1
+    if advance:
+      row.turns = turns
     score, valid = self._score(row, action)
     success = score == 1.0
     info = dict(success=success, valid_action=valid, score=score)
     reward = score if self.partial_credit else float(success)
     if success:
       return "", reward, True, False, info
-    return self.feedback, reward, False, row.turns >= self.max_turns, info
+    return self.feedback, reward, False, turns >= self.max_turns, info
 
   def _score(self, row: _Row, action: str) -> tuple[float, bool]:
     """(score in [0, 1], valid_action) of a reply; no answer or a scorer that raises: (0.0, False)."""
