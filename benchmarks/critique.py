@@ -2,11 +2,14 @@
 
     python benchmarks/critique.py                        # 5 variants x seeds 0 1 2, runs in runs/critique_<variant>_seed<k>
     python benchmarks/critique.py --variants countdown_credit countdown_single --seeds 0
+    python benchmarks/critique.py --variants smollm2_credit smollm2_single      # the pretrained model
 
 configs/critique.py (tiny model; SFT warm start on expert answers and revision examples, then
 GRPO) on sort_repair (sort 3 digits, one turn; variants without a prefix) and on countdown (3
 numbers, 2 turns with the env's feedback between them; `countdown_` variants, without `shared`
-for time), in these variants:
+for time), and configs/real_lm.py:chain_sum_critique (SmolLM2-135M-Instruct from its pretrained
+weights, no warm start, reasoning-gym chain_sum; `smollm2_` variants; the critique, verdict and
+revision are asked for in user messages of the chat template), in these variants:
 
   credit   ACT, CRITIQUE + VERDICT, REVISE; each segment with its own credit (first-attempt
            group advantage, counterfactual verdict + calibration, SCoRe revision)
@@ -14,8 +17,9 @@ for time), in these variants:
            exact difference between the branch it chose and the other
   shared   the same turn schema, every token with the episode's GRPO advantage (no segment credit)
   single   ACT only (its warm start: expert answers only), with more RL iterations so that it
-           samples as many token slots as the critique variants (ACT b + CRITIQUE 2 + VERDICT 1 +
-           REVISE b slots per turn against b: 15/6 x for sort, 27/12 x for countdown)
+           samples as many token slots as the critique variants (ACT b + CRITIQUE c + VERDICT 1 +
+           REVISE b slots per turn against b: 15/6 x for sort, 27/12 x for countdown, 57/16 x for
+           smollm2)
 
 Held-out evaluation (256 tasks, eval seed 10000 + seed) after the warm start and after RL:
 episode success (`success_*`, the answers the verdicts chose); per turn played, success of the
@@ -49,9 +53,11 @@ ARMS = {
     "shared": {"algo.segment_credit": {}},
     "single": {"agent.critique_budget": 0, "algo.segment_credit": {}, "sft.revise_fraction": 0.0},
 }
-ENV_ARMS = {"sort_repair": ("", ("credit", "shared", "single")),
-            "countdown": ("countdown_", ("credit", "counterfactual", "single"))}
-VARIANTS = {f"{prefix}{arm}": (env, arm) for env, (prefix, arms) in ENV_ARMS.items() for arm in arms}
+# env: (variant prefix, arms, (config module, its get_config argument))
+ENV_ARMS = {"sort_repair": ("", ("credit", "shared", "single"), ("critique", "sort_repair")),
+            "countdown": ("countdown_", ("credit", "counterfactual", "single"), ("critique", "countdown")),
+            "chain_sum": ("smollm2_", ("credit", "single"), ("real_lm", "chain_sum_critique"))}
+VARIANTS = {f"{prefix}{arm}": (env, arm) for env, (prefix, arms, _) in ENV_ARMS.items() for arm in arms}
 COLUMNS = ("variant", "seed", "success_before", "success_after", "best_of_2_after", "first_before", "final_before",
            "first_after", "final_after", "revise_rate", "verdict_precision", "verdict_recall", "wrong_to_right",
            "right_to_wrong", "rl_steps", "wall_time_s")
@@ -59,7 +65,8 @@ COLUMNS = ("variant", "seed", "success_before", "success_after", "best_of_2_afte
 
 def config_for(variant: str, seed: int, workdir: pathlib.Path):
   env, arm = VARIANTS[variant]
-  config = common.config_module("critique").get_config(env)
+  module, name = ENV_ARMS[env][2]
+  config = common.config_module(module).get_config(name)
   a = config.agent
   act, slots = a.act_budget, a.act_budget + a.critique_budget + 1 + a.revise_budget
   config = common.apply_overrides(config, ARMS[arm])
@@ -72,11 +79,11 @@ def config_for(variant: str, seed: int, workdir: pathlib.Path):
 
 def best_of_2(config, tasks: int) -> float:
   """Held-out success of the final params without the critique, best of 2 episodes sampled at the
-  config's temperature."""
+  config's temperature (host envs: held-out problems, their eval split)."""
   run, params = common.restore_final(config)
   agent = dataclasses.replace(run.agent, critique_budget=0)
   sampling = SamplingConfig(temperature=config.sampling.temperature)
-  collect = make_collect(run.lm, run.env, agent, tasks, 2, sampling, run.mesh)
+  collect = make_collect(run.lm, run.eval_env, agent, tasks, 2, sampling, run.mesh)
   traj = collect(params, jax.random.key(10_000 + config.seed))
   success_B = np.asarray(jax.device_get(traj.episode["success"]))
   return float(success_B.reshape(tasks, 2).any(1).mean())

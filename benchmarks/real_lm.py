@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import common  # noqa: E402
 
+CRITIQUE_RECIPES = ("chain_sum_critique",)  # benchmarks/critique.py compares it with one attempt at matched tokens
 COLUMNS = ("task", "variant", "seed", "before", "after", "base_pass_at_8", "pass_tasks", "first_before", "first_after",
            "fixed_before", "fixed_after", "minutes", "iterations", "tokens_per_s")
 
@@ -88,7 +89,7 @@ def run_recipe(recipe: str, seed: int, workdir: pathlib.Path, args) -> dict:
   row["pass_tasks"] = min(args.pass_tasks or config.eval.tasks, config.eval.tasks)
   row["base_pass_at_8"] = pass_at_k(run, base, config.eval.tasks, eval_seed, n_scored=row["pass_tasks"])
   if run.env.max_turns > 1:
-    trained = _final_params(run, workdir)
+    trained = common.restore_final(config)[1]
     for when, params in (("before", base), ("after", trained)):
       _, traj = train.evaluate(run, params, config.eval.tasks, eval_seed, return_traj=True)
       row[f"first_{when}"], row[f"fixed_{when}"] = first_and_fixed(traj)
@@ -100,16 +101,6 @@ def _rl_metrics(workdir: pathlib.Path) -> list[dict]:
   path = workdir / "metrics.jsonl"
   records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
   return [m for m in records if m["step"] > 0 and "episode/response_tokens" in m]
-
-
-def _final_params(run, workdir: pathlib.Path):
-  from jarl import learner
-  from jarl.checkpoint import Checkpointer
-  state = learner.init_state(run.lm, run.optim, seed=run.config.seed, reference=run.algo.kl_coef > 0)
-  ckpt = Checkpointer(workdir / "checkpoints", keep=run.config.train.keep_checkpoints)
-  state, _ = ckpt.restore(state)
-  ckpt.close()
-  return state.params
 
 
 def plot(curves: dict, path: pathlib.Path) -> None:
@@ -140,7 +131,7 @@ def mean_row(recipe: str, rows: list[dict]) -> dict:
 
 
 def main() -> None:
-  recipes = list(common.config_module("real_lm").RECIPES)
+  recipes = [r for r in common.config_module("real_lm").RECIPES if r not in CRITIQUE_RECIPES]
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--recipes", nargs="+", default=recipes, choices=recipes)
   parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -5,13 +5,22 @@
     jarl train --config configs/real_lm.py:letter_counting
     jarl train --config configs/real_lm.py:chain_sum_feedback     # 2 attempts, "That is incorrect. Try again."
     jarl train --config configs/real_lm.py:frozenlake             # the in-graph FrozenLake, in the chat template
+    jarl train --config configs/real_lm.py:chain_sum_critique     # answer, critique, verdict, revision
     python benchmarks/real_lm.py                                  # 3 seeds per recipe, before / after / pass@8
+    python benchmarks/critique.py --variants smollm2_credit smollm2_single   # critique vs one attempt, matched tokens
 
 The turns use the model's own chat template (`agent.chat`): the task's instruction is the system
 message, each question or observation a user message, each answer an assistant message that ends
 at <|im_end|>. The reasoning-gym tasks are host environments (`rg:<dataset>`): the reply's last
 number is the answer, the reward is 1 only when reasoning-gym's `score_answer` gives exactly 1
 (partial credit is off), training and held-out problems come from disjoint seed streams.
+
+chain_sum_critique asks, after the answer, for a critique ("Check your answer step by step."), a
+one-token verdict (Yes / No to "Is your answer correct?") and, on No, a revised answer, each asked
+for in a user message; the revision replaces the answer. Each segment gets its own credit (as in
+configs/critique.py): the answer its group advantage, critique and verdict the exact difference
+between the two branches (the other one is scored with reasoning-gym, not guessed) plus a
+calibration bonus, the revision SCoRe's shaped reward.
 
 GRPO from the pretrained model: 4 problems x 8 samples per iteration at temperature 1, lr 1e-5, PPO-clip with clip-higher,
 zero-variance groups filtered out, no KL term, full fine-tuning in float32 (a CPU run).
@@ -35,6 +44,15 @@ RECIPES = {
                                                 max_turns=2, obs_len=20, action_len=16), 16, 30),
     "frozenlake": ("frozenlake", dict(size=4, max_turns=6), 8, 30),
 }
+RECIPES["chain_sum_critique"] = RECIPES["chain_sum"]
+# recipe: its turn schema beyond one answer, and the per-segment credit that goes with it
+CRITIQUE = dict(critique_budget=24, revise_budget=16, critique_header="", verdict_header="", revise_header="",
+                critique_request="Check your answer step by step.",
+                verdict_request="Is your answer correct? Reply Yes or No.", verdict_accept="Yes", verdict_revise="No",
+                revise_request="Give the correct final answer.")
+SEGMENTS = {"chain_sum_critique": (CRITIQUE, dict(
+    act="first_attempt", critique=dict(name="counterfactual", calibration=0.5),
+    verdict=dict(name="counterfactual", calibration=0.5), revise=dict(name="score", alpha=1.0)))}
 
 
 def get_config(recipe: str = "chain_sum") -> ConfigDict:
@@ -50,15 +68,16 @@ def get_config(recipe: str = "chain_sum") -> ConfigDict:
   c.model = ConfigDict(dict(hf_path=MODEL, dtype="float32"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.env = ConfigDict(dict(name=env_name, kwargs=ConfigDict(env_kwargs)))
-  c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=budget))
+  agent, credit = SEGMENTS.get(recipe, ({}, {}))
+  c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=budget, **agent))
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=4, group_size=8))
   c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
                            policy_loss_kwargs=ConfigDict(dict(clip_low=0.2, clip_high=0.28)),
                            entropy_coef=0.0, kl_coef=0.0, kl_estimator="k3", filter_zero_variance=True,
-                           epochs=1, minibatches=2, microbatches=1))
+                           segment_credit=ConfigDict(credit), epochs=1, minibatches=2, microbatches=1))
   c.optim = ConfigDict(dict(lr=1e-5, warmup_steps=2, schedule="constant", max_grad_norm=1.0))
-  c.sft = ConfigDict(dict(episodes=0, steps=0, batch_size=1, lr=0.0))
+  c.sft = ConfigDict(dict(episodes=0, steps=0, batch_size=1, lr=0.0, revise_fraction=0.0))
   c.eval = ConfigDict(dict(every=1000, tasks=256))  # before RL and at the end
   c.train = ConfigDict(dict(steps=steps, checkpoint_every=10, keep_checkpoints=1, sample_episodes=8,
                             tensorboard=False, wandb_project=None))

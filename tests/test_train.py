@@ -116,13 +116,15 @@ def _reference_envs() -> list[str]:
 
 @pytest.mark.parametrize("name, arg", [("quickstart", None), ("critique", None), ("critique", "countdown"),
                                        ("path_star", None), ("real_lm", None), ("real_lm", "letter_counting"),
-                                       ("real_lm", "chain_sum_feedback"), ("real_lm", "frozenlake")]
+                                       ("real_lm", "chain_sum_feedback"), ("real_lm", "frozenlake"),
+                                       ("real_lm", "chain_sum_critique")]
                          + [("reference", env) for env in _reference_envs()])
 def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
   import importlib.util
   from jarl import envs, plan
   from jarl.agent import AgentConfig, make_layout
+  from jarl.tokenizer import load_tokenizer
   path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")  # by path: benchmarks share names
   spec = importlib.util.spec_from_file_location(f"{name}_config", path)
   module = importlib.util.module_from_spec(spec)
@@ -130,7 +132,8 @@ def test_train_configs_are_valid(name, arg):
   config = module.get_config() if arg is None else module.get_config(arg)
   train._dataclass(learner.AlgoConfig, config.algo)
   agent = train._dataclass(AgentConfig, config.agent)
-  make_layout(agent, envs.make(config.env.name, guard=config.env.get("guard", False), **dict(config.env.kwargs)))
+  make_layout(agent, envs.make(config.env.name, tokenizer=load_tokenizer(config.tokenizer),
+                               guard=config.env.get("guard", False), **dict(config.env.kwargs)))
   assert plan.plan(config, n_devices=1).peak > 0
 
 
@@ -155,12 +158,18 @@ def test_sampling_never_draws_the_models_rows_beyond_the_tokenizer(tmp_path):
 
 
 def test_train_on_a_reasoning_gym_host_env_in_the_chat_template(tmp_path):
-  """`env.name = "rg:<dataset>"` trains through the host rollout, evaluates on the eval split's problems."""
+  """`env.name = "rg:<dataset>"` trains through the host rollout, evaluates on the eval split's problems;
+  a critique asked for in user messages, its other branch scored by reasoning-gym, each segment its own credit."""
   c = small_config(tmp_path)
   c.env.name = "rg:chain_sum"
   c.env.kwargs = dict(max_turns=2, obs_len=72, action_len=4,
                       dataset_kwargs=dict(min_terms=2, max_terms=2, min_digits=1, max_digits=1))
-  c.agent = ml_collections.ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=4))
+  c.agent = ml_collections.ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=4,
+                                           critique_budget=2, critique_header="", verdict_header="",
+                                           revise_header="", critique_request="Check it.",
+                                           verdict_request="Right?", revise_request="Fix it."))
+  c.algo.segment_credit = ml_collections.ConfigDict(dict(
+      act="first_attempt", verdict=dict(name="counterfactual", calibration=0.5), revise=dict(name="score")))
   with pytest.raises(ValueError, match="sft.steps=2.*host env 'rg:chain_sum'"):
     train.build(c)
   c.sft.steps = 0
@@ -170,4 +179,6 @@ def test_train_on_a_reasoning_gym_host_env_in_the_chat_template(tmp_path):
   assert summary["steps"] == 2 and 0.0 <= summary["final_eval"]["success"] <= 1.0
   samples = (tmp_path / "samples.txt").read_text()
   assert "<|im_start|>user⏎State the final answer to the following arithmetic problem" in samples
+  assert "<|im_start|>user⏎Check it.<|im_end|>⏎<|im_start|>assistant⏎" in samples
   assert any("episode/success" in r for r in rl_records(tmp_path))
+  assert 0.0 <= summary["final_eval"]["critique_first_success"] <= 1.0  # from both branches of every turn
