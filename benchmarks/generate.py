@@ -1,8 +1,9 @@
 """Generation throughput: jarl's sampler, transformers' `generate` and Tunix's sampler, side by side.
 
-    python benchmarks/generate.py            # the full run (~15 min on 2 CPU cores, smollm2 ~6-10 more)
+    python benchmarks/generate.py            # the full run (~15 min on a 2-core Xeon; smollm2 took 32 more on a 2-core EPYC)
     python benchmarks/generate.py --models tiny,small      # the random-weight presets only
-    python benchmarks/generate.py --models smollm2         # the real model only
+    python benchmarks/generate.py --models smollm2 --results generate_smollm2   # the real model only,
+                                                           # in its own results file
     python benchmarks/generate.py --quick    # smoke test (tiny, batch 8, 16 tokens; writes nothing)
     python benchmarks/generate.py --quick --models smollm2   # the same for the real model: batch 2,
                                                              # 4 tokens (~3 min: 4 compiles, 2 loads)
@@ -327,6 +328,7 @@ def main(argv: Sequence[str] | None = None):
   parser.add_argument("--real-new-tokens", default="64")
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--results", default="generate", help="results/<this>.json and .md")
   args = parser.parse_args(argv)
   args.models = args.models or ("tiny" if args.quick else f"tiny,small,{REAL}")
   if args.quick:
@@ -365,7 +367,7 @@ def main(argv: Sequence[str] | None = None):
     print(common.markdown_table(rows, COLUMNS))
     return
   env = "".join(f"{k}={v} " for k, v in machine["env"].items())
-  common.write_results("generate", machine, rows, COLUMNS,
+  common.write_results(args.results, machine, rows, COLUMNS,
                        notes=f"Command: `{env}python benchmarks/generate.py{''.join(' ' + a for a in sys.argv[1:])}`. See the docstring of "
                              "benchmarks/generate.py for what each column measures.")
 
