@@ -92,11 +92,6 @@ class HostEnv(abc.ABC):
     raise NotImplementedError
 
 
-def scores(env: HostEnv) -> bool:
-  """Whether env implements HostEnv.score."""
-  return type(env).score is not HostEnv.score
-
-
 class Episode(Protocol):
   """One episode of plain single-episode code, for PerEpisodeHostEnv."""
 
@@ -273,7 +268,7 @@ class HostCollect:
     runner = self.runner = Runner(lm, make_layout(agent, shape), sampling, mesh=mesh)
     self._start = jax.jit(runner.start)
 
-    self.both_branches = runner.revise_on and scores(env)
+    self.both_branches = runner.revise_on and type(env).score is not HostEnv.score  # the env implements score
 
     def policy(params, c, turn, alive_B, key):  # (best-of-K scores with the value head: no pure env step here)
       c, action, revise_B, texts, planned = runner.policy(params, c, turn, alive_B, turn_keys(key))
