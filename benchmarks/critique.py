@@ -1,6 +1,6 @@
 """Does trained self-critique help? sort_repair and multi-turn countdown against controls.
 
-    python benchmarks/critique.py                        # 5 variants x seeds 0 1 2, runs in runs/critique_<variant>_seed<k>
+    python benchmarks/critique.py                        # all 8 variants x seeds 0 1 2 (runs/critique_<variant>_seed<k>)
     python benchmarks/critique.py --variants countdown_credit countdown_single --seeds 0
     python benchmarks/critique.py --variants smollm2_credit smollm2_single      # the pretrained model
 
