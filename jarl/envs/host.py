@@ -40,7 +40,7 @@ from jarl import planning, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.envs.codec import Codec, Tokens
 from jarl.models import LM
-from jarl.rollout import Runner, trajectory, turn_keys
+from jarl.rollout import Runner, attempt_record, trajectory, turn_keys
 from jarl.sampling import SamplingConfig
 from jarl.tokenizer import Tokenizer
 from jarl.types import Trajectory
@@ -302,7 +302,7 @@ class HostCollect:
         if self.runner.best_of_k:
           records[-1]["planning"] = planning.idle_record(B, self.runner.layout.candidates)
         if self.both_branches:
-          records[-1]["attempts"] = _attempts(none_B, none_B, (none_B, none_B), (none_B, none_B))
+          records[-1]["attempts"] = attempt_record(none_B, *_branches(none_B, (none_B, none_B), (none_B, none_B)))
         continue
       c, action, revise_B, planned, attempts = self._policy(params, c, np.int32(turn), alive_B, keys[turn])
       actions, revise_B = self._texts(action), jax.device_get(revise_B)
@@ -324,8 +324,8 @@ class HostCollect:
       if planned:
         record["planning"] = planned
       if self.both_branches:
-        record["attempts"] = _attempts(alive_B & ~failed_B, revise_B, (reward_B, info["success"]),
-                                       (other_reward_B, other_info["success"]))
+        record["attempts"] = attempt_record(alive_B & ~failed_B, *_branches(
+            revise_B, (reward_B, info["success"]), (other_reward_B, other_info["success"])))
       alive_B = going_B & ~failed_B
       c = self._feedback(params, c, np.int32(turn), obs, record["reward"], alive_B)
       records.append(record)
@@ -411,15 +411,14 @@ class HostCollect:
     return raw.decode("utf-8", errors="replace")
 
 
-def _attempts(live_B, revise_B, taken: tuple, other: tuple) -> dict:
-  """rollout.attempt_record's fields from the stepped branch and the scored one: (reward, success) each."""
+def _branches(revise_B, taken: tuple, other: tuple) -> tuple:
+  """(first, revised) env outputs as rollout.attempt_record reads them, from the (reward, success) of
+  the stepped branch and of the scored one."""
   (taken_r, taken_s), (other_r, other_s) = taken, other
-  record = {}
-  for name, (r, s) in (("first", (np.where(revise_B, other_r, taken_r), np.where(revise_B, other_s, taken_s))),
-                       ("revised", (np.where(revise_B, taken_r, other_r), np.where(revise_B, taken_s, other_s)))):
-    record[f"{name}_reward"] = np.where(live_B, r, 0.0).astype(np.float32)
-    record[f"{name}_success"] = live_B & s.astype(bool)
-  return record
+  pick = functools.partial(np.where, revise_B)
+  first = (None, None, pick(other_r, taken_r), None, None, {"success": pick(other_s, taken_s)})
+  revised = (None, None, pick(taken_r, other_r), None, None, {"success": pick(taken_s, other_s)})
+  return first, revised
 
 
 def _sized(col, n: int) -> bool:
