@@ -1,6 +1,5 @@
-"""Host environments: the turn-by-turn bridge, failure isolation, the Python sandbox, the gym adapter."""
+"""Host environments: the turn-by-turn bridge, failure isolation, the Python tool env, the gym adapter."""
 
-import os
 import threading
 
 import jax
@@ -11,7 +10,7 @@ from jarl import envs, models
 from jarl.agent import AgentConfig
 from jarl.envs.host import GymTextEnv, HostCollect, HostEnv, HostStep, PerEpisodeHostEnv, make_host, make_host_collect
 from jarl.envs.python_tool import make_task
-from jarl.envs.sandbox import Limits, run_python
+from jarl.envs.sandbox import Limits
 from jarl.rollout import make_collect, replay_logprobs
 from jarl.tokenizer import ByteTokenizer
 import toy_env  # noqa: F401  (registers guess_digit)
@@ -218,43 +217,6 @@ def test_a_failing_batched_step_ends_every_live_episode(mode, lm):
   BATCHED.mode = None
   traj = jax.device_get(collect(lm.params, jax.random.key(0)))
   assert not traj.episode["host_error"].any() and (traj.turn_reward == 1).all()
-
-
-def test_sandbox_runs_code_and_returns_its_output():
-  result = run_python("(17*23+5) % 11", FAST)
-  assert (result.status, result.output) == ("ok", str((17 * 23 + 5) % 11))
-  code = "import math\nprint(math.gcd(12, 18))\nopen('a.txt', 'w').write('x')\nprint(open('a.txt').read())"
-  result = run_python(code, FAST)
-  assert (result.status, result.output) == ("ok", "6\nx")
-  result = run_python("1 / 0", FAST)
-  assert result.status == "error" and "ZeroDivisionError" in result.output
-  assert run_python("print('y' * 10000)", FAST).output.endswith("[output cut]")
-
-
-@pytest.mark.parametrize("code, status, words", [
-    ("while True: pass", "timeout", "TimeoutError"),
-    ("import time; time.sleep(30)", "timeout", "TimeoutError"),
-    ("x = bytearray(1 << 30)", "error", "MemoryError"),
-    ("open('/etc/passwd').read()", "error", "outside the sandbox"),
-    (f"open({os.path.abspath(__file__)!r}).read()", "error", "outside the sandbox"),
-    ("import os; os.listdir('/')", "error", "outside the sandbox"),
-    ("import socket; socket.socket().connect(('127.0.0.1', 9))", "error", "not allowed"),
-    ("import os; os.system('ls')", "error", "os.system is not allowed"),
-    ("import os; os.fork()", "error", "os.fork is not allowed"),
-    ("import os; os.execv('/bin/ls', ['ls'])", "error", "os.exec is not allowed"),
-    ("import subprocess", "error", "not allowed"),
-    ("import os; os.kill(os.getppid(), 9)", "error", "os.kill is not allowed"),
-])
-def test_sandbox_blocks_and_limits(code, status, words):
-  result = run_python(code, FAST)
-  assert result.status == status and words in result.output, result
-
-
-def test_sandbox_leaves_the_host_alone(tmp_path):
-  target = tmp_path / "pwned"
-  result = run_python(f"open({str(target)!r}, 'w').write('x')", FAST)
-  assert result.status == "error" and not target.exists()
-  assert run_python("sorted(__import__('os').environ)", FAST).output in ("[]", "['LC_CTYPE']")
 
 
 def test_python_tool_env_episodes():

@@ -5,8 +5,10 @@
     env.step(["run: (21*20+6) % 9"], [True]).obs        # ["out: 3"]
     env.step(["answer: 3"], [True]).reward              # [1.0]
 
-Each turn the action is one line: `run: <python>` executes the code in a fresh sandboxed
-process (`jarl.envs.sandbox`) and the next observation is its output (an expression shows
+Each turn the action is one line: `run: <python>` executes the code in a fresh process in an
+OS sandbox (`jarl.envs.sandbox`: bubblewrap namespaces, seccomp, resource limits; the env
+refuses to start where bwrap cannot run unless `isolation="unsafe_subprocess"` is chosen, which
+warns) and the next observation is its output (an expression shows
 its repr); `answer: <value>` ends the episode with reward 1 if the value is exactly the
 task's answer. Anything else is an invalid action (the episode goes on). Tasks come from
 the seed; their answers are integers.
@@ -14,10 +16,15 @@ the seed; their answers are integers.
 
 from __future__ import annotations
 
+import logging
 import random
+import warnings
 
+from jarl.envs import sandbox
 from jarl.envs.host import PerEpisodeHostEnv, register_host
 from jarl.envs.sandbox import Limits, run_python
+
+log = logging.getLogger(__name__)
 
 
 def _primes_below(n: int) -> int:
@@ -52,8 +59,8 @@ def make_task(seed: int) -> tuple[str, int]:
 
 
 class _ToolEpisode:
-  def __init__(self, max_turns: int, limits: Limits):
-    self.max_turns, self.limits = max_turns, limits
+  def __init__(self, max_turns: int, limits: Limits, isolation: str):
+    self.max_turns, self.limits, self.isolation = max_turns, limits, isolation
 
   def reset(self, seed: int) -> str:
     self.question, self.answer = make_task(seed)
@@ -70,7 +77,7 @@ class _ToolEpisode:
       info["success"] = body == str(self.answer)
       return ("correct" if info["success"] else "wrong"), float(info["success"]), True, False, info
     if colon and kind == "run" and body:
-      return f"out: {run_python(body, self.limits).output}", 0.0, False, truncated, info
+      return f"out: {run_python(body, self.limits, self.isolation).output}", 0.0, False, truncated, info
     return "invalid: write `run: <python>` or `answer: <value>`", 0.0, False, truncated, dict(info, valid_action=False)
 
 
@@ -81,6 +88,10 @@ class PythonToolEnv(PerEpisodeHostEnv):
   INSTRUCTIONS = ("Solve the task. Each turn write one line: `run: <python>` runs the code and shows its "
                   "output; `answer: <integer>` ends the episode.")
 
-  def __init__(self, max_turns: int = 4, obs_len: int = 64, action_len: int = 64, limits: Limits = Limits()):
-    super().__init__(lambda: _ToolEpisode(max_turns, limits), instructions=self.INSTRUCTIONS, obs_len=obs_len,
+  def __init__(self, max_turns: int = 4, obs_len: int = 64, action_len: int = 64, limits: Limits = Limits(),
+               isolation: str = "bwrap"):
+    log.info("python_tool sandbox: %s", sandbox.check(isolation))  # raises SandboxUnavailable where bwrap cannot run
+    if isolation == "unsafe_subprocess":
+      warnings.warn(sandbox.UNSAFE_WARNING, stacklevel=2)
+    super().__init__(lambda: _ToolEpisode(max_turns, limits, isolation), instructions=self.INSTRUCTIONS, obs_len=obs_len,
                      action_len=action_len, max_turns=max_turns, episode_timeout_s=limits.wall_s + 5.0)
