@@ -308,6 +308,7 @@ def rollout_metrics(traj: Trajectory) -> dict:
           "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
           "episode/response_tokens": ep["tokens"].mean(),
           **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
+          **({"episode/host_error": ep["host_error"].mean()} if "host_error" in ep else {}),
           **({f"critique/{k}": v for k, v in credit.critique_metrics(traj).items()} if traj.attempts else {}),
           **({f"planning/{k}": v for k, v in planning.metrics(traj).items()} if traj.planning else {})}
 

@@ -11,6 +11,7 @@ from jarl.agent import AgentConfig
 from jarl.envs.host import GymTextEnv, HostCollect, HostEnv, HostStep, PerEpisodeHostEnv, make_host, make_host_collect
 from jarl.envs.python_tool import make_task
 from jarl.envs.sandbox import Limits
+from jarl.learner import rollout_metrics
 from jarl.rollout import make_collect, replay_logprobs
 from jarl.tokenizer import ByteTokenizer
 import toy_env  # noqa: F401  (registers guess_digit)
@@ -149,19 +150,25 @@ class FaultyEpisode:
       return 42, 0.0, False, False, {}
     if self.fault == "arity":
       return "x", 0.0
+    if self.fault == "bigint":  # finite in Python, no float at all
+      return "x", 10 ** 400, False, False, {}
+    if self.fault == "float32":  # finite in float64, inf in the float32 the learner uses
+      return "x", 1e300, False, False, {}
+    if self.fault == "array":
+      return "x", 1.0, False, False, {"success": np.array([True, False])}
     return f"turn {self.turn}", 0.5, False, False, {"valid_action": True}
 
 
-FAULTS = {1: "reset", 2: "raise", 3: "hang", 4: "nan", 5: "type", 6: "arity"}
+FAULTS = {1: "reset", 2: "raise", 3: "hang", 4: "nan", 5: "type", 6: "arity", 7: "bigint", 8: "float32", 9: "array"}
 
 
-def test_failing_rows_end_with_a_host_error_and_others_are_unaffected(lm):
+def test_failing_rows_end_with_a_host_error_and_others_are_unaffected(lm, caplog):
   faults = {}
   env = PerEpisodeHostEnv(lambda: FaultyEpisode(faults), **SHAPE, episode_timeout_s=0.5)
-  collect = make_host_collect(lm, env, ENV.codec, AgentConfig(), n_tasks=8, group_size=1)
-  key, seeds = jax.random.key(2), list(range(8))
+  collect = make_host_collect(lm, env, ENV.codec, AgentConfig(), n_tasks=12, group_size=1)
+  key, seeds = jax.random.key(2), list(range(12))
   healthy = jax.device_get(collect(lm.params, key, seeds))
-  assert collect.last_errors == [] and healthy.episode["turns"].tolist() == [2] * 8
+  assert collect.last_errors == [] and healthy.episode["turns"].tolist() == [2] * 12
   faults.update(FAULTS)
   traj = jax.device_get(collect(lm.params, key, seeds))
   bad = np.isin(seeds, list(FAULTS))
@@ -169,8 +176,11 @@ def test_failing_rows_end_with_a_host_error_and_others_are_unaffected(lm):
   messages = {e.row: e.message for e in collect.last_errors}
   assert "reset exploded" in messages[1] and "step exploded" in messages[2] and "TimeoutError" in messages[3]
   assert "reward" in messages[4] and "obs" in messages[5] and "TypeError" in messages[6]
+  assert "reward 1000" in messages[7] and "reward 1e+300" in messages[8] and "info['success']" in messages[9]
   np.testing.assert_array_equal(traj.episode["host_error"], bad)
   np.testing.assert_array_equal(traj.info["host_error"][:, 0], bad)
+  assert float(rollout_metrics(traj)["episode/host_error"]) == pytest.approx(bad.mean())
+  assert f"{len(FAULTS)} of 12 episodes ended on an env failure" in caplog.text and "reset exploded" in caplog.text
   np.testing.assert_array_equal(traj.truncated[bad, 0], True)
   np.testing.assert_array_equal(traj.turn_live[bad], [[True, False]] * bad.sum())
   np.testing.assert_array_equal(traj.turn_reward[bad], 0.0)

@@ -13,7 +13,8 @@ forces them behind the feedback header. The learner consumes the result unchange
 
 Failures end only their own episodes. A reset or step that raises or outlives
 `env.timeout_s` ends every episode it covers; a row whose observation is a `RowError`,
-not a str, or whose reward is not a finite number (or flags not bools) ends alone. Such
+not a str, whose reward is not a number finite in float32, or whose flags or info's
+success / valid_action are not bools ends alone (`_row_values`: one check per row). Such
 an episode ends truncated with reward 0 and `info["host_error"]` set on that turn;
 `traj.episode["host_error"]` marks it and `collect.last_errors` lists (row, turn, message).
 `PerEpisodeHostEnv` builds a HostEnv from single-episode objects with that isolation per
@@ -26,6 +27,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import functools
+import logging
 import math
 import threading
 import time
@@ -44,6 +46,8 @@ from jarl.rollout import Runner, attempt_record, trajectory, turn_keys
 from jarl.sampling import SamplingConfig
 from jarl.tokenizer import Tokenizer
 from jarl.types import Trajectory
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -332,6 +336,11 @@ class HostCollect:
     rec = jax.tree.map(lambda *xs: jnp.stack(xs, 1), *records)
     traj = trajectory(c.buf, rec)
     traj = traj.replace(episode=dict(traj.episode, host_error=(rec["info"]["host_error"] & rec["live"]).any(1)))
+    if self.last_errors:
+      first = self.last_errors[0]
+      log.warning("host env: %d of %d episodes ended on an env failure (counted in episode/host_error); first: "
+                  "row %d, turn %d: %s", len({e.row for e in self.last_errors}), B, first.row, first.turn,
+                  first.message)
     if self.mesh is not None:
       traj = jax.device_put(traj, jax.tree.map(lambda x: sharding.batch_sharding(self.mesh, x.ndim), traj))
     return traj
@@ -358,22 +367,13 @@ class HostCollect:
     if out is not None and not all(_sized(col, B) for col in columns):
       self._fail(stepped_B, failed_B, turn, f"step returned {out!r:.200}, not a HostStep of {B} rows")
     for b in np.flatnonzero(stepped_B & ~failed_B):
-      obs, reward, term, trunc, row_info = (col[b] for col in columns)
-      if isinstance(obs, RowError):
-        self._fail(_one(b, B), failed_B, turn, obs.message)
+      try:  # the one per-row isolation point for host values: a bad value ends its own episode
+        values = _row_values(*(col[b] for col in columns))
+      except Exception as e:  # noqa: BLE001  (whatever the env put in the row: even comparing it may raise)
+        message = e.args[0] if isinstance(e, _BadRow) else f"garbage from step: {e!r:.200}"
+        self._fail(_one(b, B), failed_B, turn, message)
         continue
-      checks = [(isinstance(obs, str), "obs is not a str"),
-                (isinstance(reward, (int, float, np.integer, np.floating)) and math.isfinite(reward),
-                 "reward is not a finite number"),
-                (_is_bool(term) and _is_bool(trunc), "terminated/truncated are not bools"),
-                (isinstance(row_info, dict), "info is not a dict")]
-      bad = [what for ok, what in checks if not ok]
-      if bad:
-        self._fail(_one(b, B), failed_B, turn, f"garbage from step: {', '.join(bad)} ({obs!r:.60}, {reward!r:.30})")
-        continue
-      reward_B[b], term_B[b], trunc_B[b] = reward, term, trunc
-      info["success"][b] = bool(row_info.get("success", False))
-      info["valid_action"][b] = bool(row_info.get("valid_action", True))
+      reward_B[b], term_B[b], trunc_B[b], info["success"][b], info["valid_action"][b] = values
     return reward_B, term_B, trunc_B, info
 
   def _observations(self, texts: Sequence, rows_B: np.ndarray, failed_B: np.ndarray, turn: int) -> Tokens:
@@ -419,6 +419,46 @@ def _branches(revise_B, taken: tuple, other: tuple) -> tuple:
   first = (None, None, pick(other_r, taken_r), None, None, {"success": pick(other_s, taken_s)})
   revised = (None, None, pick(taken_r, other_r), None, None, {"success": pick(taken_s, other_s)})
   return first, revised
+
+
+class _BadRow(ValueError):
+  """A row's step values fail the checks (the message names which and how)."""
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _row_values(obs, reward, term, trunc, info) -> tuple[float, bool, bool, bool, bool]:
+  """One row of a HostStep checked and converted: (reward, terminated, truncated, success,
+  valid_action), or _BadRow naming every problem. The reward must be a real number that stays
+  finite as float32 (1e300 and 10**400 do not); flags and info's success / valid_action bools."""
+  if isinstance(obs, RowError):
+    raise _BadRow(obs.message)
+  bad = []
+  if not isinstance(obs, str):
+    bad.append(f"obs {obs!r:.60} is not a str")
+  if not _finite32(reward):
+    bad.append(f"reward {reward!r:.30} is not a number that is finite in float32")
+  if not (_is_bool(term) and _is_bool(trunc)):
+    bad.append(f"terminated/truncated {term!r:.20}/{trunc!r:.20} are not bools")
+  if not isinstance(info, dict):
+    bad.append(f"info {info!r:.60} is not a dict")
+    info = {}
+  flags = {"success": info.get("success", False), "valid_action": info.get("valid_action", True)}
+  bad += [f"info[{k!r}] {v!r:.30} is not a bool" for k, v in flags.items() if not _is_bool(v)]
+  if bad:
+    raise _BadRow("garbage from step: " + "; ".join(bad))
+  return float(reward), bool(term), bool(trunc), bool(flags["success"]), bool(flags["valid_action"])
+
+
+def _finite32(x) -> bool:
+  if not isinstance(x, (int, float, np.integer, np.floating)):
+    return False
+  try:
+    x = float(x)
+  except OverflowError:  # an int beyond float64
+    return False
+  return math.isfinite(x) and abs(x) <= FLOAT32_MAX
 
 
 def _sized(col, n: int) -> bool:
