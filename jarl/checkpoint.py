@@ -6,18 +6,48 @@
     state, meta = ckpt.restore(abstract_state)                      # latest step
 
 Two orbax managers: `latest/` keeps the last `keep` steps (what --resume reads) and
-`best/` keeps the single best checkpoint by score. Every process calls save/restore
+`best/` keeps the single best checkpoint by score. Each save records a checksum of every
+array (its sum, in meta["checksums"]); a restore verifies it and that every float is finite,
+and falls back from a damaged step (unreadable, truncated, bit-flipped, half-written) to the
+newest good one, with a warning that names the damaged step and why. Every process calls save/restore
 with the same directory, on a file system all hosts share (orbax coordinates
 multi-host writes; each manager has its own barrier names).
 """
 
 from __future__ import annotations
 
+import logging
 import pathlib
+import time
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+from jarl import distributed
+
+log = logging.getLogger(__name__)
+
+
+class CheckpointDamaged(ValueError):
+  """A checkpoint step that cannot be read back as it was written."""
+
+
+@jax.jit
+def checksums(state: Any) -> tuple[jax.Array, jax.Array]:
+  """(one uint32 per array leaf: the sum of its raw bits mod 2**32, whether every float is finite).
+  Integer sums do not depend on the summation order, so any mesh gives the same checksum, and a
+  flipped bit always changes it."""
+  def bits(x):
+    x = jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+    x = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    return jnp.sum(jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32), dtype=jnp.uint32)
+  leaves = jax.tree.leaves(state)
+  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]))
+  return jnp.stack([bits(x) for x in leaves]), finite
 
 
 class Checkpointer:
@@ -35,6 +65,7 @@ class Checkpointer:
 
   @staticmethod
   def _args(state, meta):
+    meta = dict(meta, checksums=np.asarray(jax.device_get(checksums(state)[0])).tolist())
     return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
   def save(self, step: int, state: Any, meta: dict, force: bool = False) -> None:
@@ -47,19 +78,56 @@ class Checkpointer:
     return self.latest.latest_step()
 
   def restore(self, abstract_state: Any, step: int | None = None, best: bool = False) -> tuple[Any, dict]:
-    """(state, meta) of `step` (default: the latest, or the best with best=True)."""
+    """(state, meta) of `step`, or else of the latest good step (or the best, with best=True).
+
+    Without `step`, a damaged checkpoint is skipped for the next older one, with a warning; if
+    none is good, the error lists why each failed (damage, or a different model or optimizer).
+    """
     manager = self.best if best else self.latest
-    step = (manager.best_step() if best else manager.latest_step()) if step is None else step
-    if step is None:
+    steps = [step] if step is not None else [manager.best_step()] if best else sorted(manager.all_steps())[::-1]
+    steps = [s for s in steps if s is not None]
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {manager.directory}")
+    failures = []
+    for candidate in steps:
+      try:
+        state, meta = self._restore_step(manager, candidate, abstract_state)
+      except Exception as e:  # noqa: BLE001  (orbax, tensorstore and json raise many kinds for damaged files)
+        failures.append(f"step {candidate}: {type(e).__name__}: {str(e).strip().splitlines()[0][:300]}")
+        continue
+      if failures:
+        log.warning("damaged checkpoint(s) moved to %s: %s; resuming from step %d, the newest good one",
+                    self.directory / "damaged", "; ".join(failures), candidate)
+        if not best and step is None:  # out of orbax's way: the resumed run saves those steps anew
+          for damaged in steps[:steps.index(candidate)]:
+            self._move_aside(manager, damaged)
+      return state, meta
+    raise CheckpointDamaged(f"no checkpoint in {manager.directory} could be restored: they are damaged, or were "
+                            f"written for a different model or optimizer (config): " + "; ".join(failures))
+
+  def _move_aside(self, manager, step: int) -> None:
+    if jax.process_index() == 0:
+      (self.directory / "damaged").mkdir(exist_ok=True)
+      (pathlib.Path(manager.directory) / str(step)).rename(self.directory / "damaged" / f"{step}-{time.time():.0f}")
+    distributed.barrier(f"jarl-damaged-{step}-moved")
+    manager.reload()
+
+  @staticmethod
+  def _restore_step(manager, step: int, abstract_state: Any) -> tuple[Any, dict]:
     target = jax.tree.map(ocp.utils.to_shape_dtype_struct, abstract_state)
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"checkpoint {manager.directory}/{step} does not fit this run's model or optimizer "
-                       f"(different config?): {e}") from e
-    return restored["state"], restored["meta"]
+    restored = manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    state, meta = restored["state"], restored["meta"]
+    if not isinstance(meta, dict):
+      raise CheckpointDamaged(f"its meta is {meta!r:.100}, not a dict")
+    got, finite = jax.device_get(checksums(state))
+    if not finite:
+      raise CheckpointDamaged("it holds non-finite values")
+    saved = np.asarray(meta.get("checksums", got), np.int64)  # (checkpoints from before checksums: none to check)
+    if saved.shape != got.shape or (saved != got).any():
+      bad = np.flatnonzero(saved != got)[:3].tolist() if saved.shape == got.shape else "count"
+      raise CheckpointDamaged(f"arrays {bad} of {len(got)} do not match the checksums saved with them")
+    return state, meta
 
   def wait(self) -> None:
     self.latest.wait_until_finished()

@@ -10,8 +10,8 @@ critic-based estimators), reference log-probs for the KL term, then `epochs` pas
 accumulated over `microbatches` (a scan), so batch size and memory are independent.
 Micro-batch losses are weighted by their share of the minibatch's tokens (or rows for
 sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
-optax.apply_if_finite skips (and counts) updates with non-finite gradients: params
-never receive NaNs. With LoRA adapters (`jarl.models.lora`) only the trainable half of
+`skip_nonfinite` skips (and counts) optimizer steps whose gradients, updates or new params
+are not finite: params never receive NaNs or infs. With LoRA adapters (`jarl.models.lora`) only the trainable half of
 the params is differentiated and has optimizer state, and the KL reference is the base
 policy with the adapters off instead of a stored copy.
 """
@@ -19,7 +19,7 @@ policy with the adapters off instead of a stored copy.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax.struct
 import jax
@@ -125,11 +125,33 @@ def make_schedule(cfg: OptimConfig) -> optax.Schedule:
 
 
 def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """clip by global norm -> AdamW on the schedule, skipping updates with non-finite gradients."""
-  tx = optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                   optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                               weight_decay=cfg.weight_decay))
-  return optax.apply_if_finite(tx, max_consecutive_errors=2**30)
+  """clip by global norm -> AdamW on the schedule, skipping steps that are not finite (skip_nonfinite)."""
+  return skip_nonfinite(optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
+                                    optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
+                                                weight_decay=cfg.weight_decay)))
+
+
+class SkipNonfiniteState(NamedTuple):
+  inner_state: Any
+  total_notfinite: Array  # int32: steps skipped so far
+
+
+def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+  """`inner`, except that a step whose gradients, updates or resulting params hold a NaN or inf
+  is skipped whole (zero update, inner state unchanged) and counted. optax.apply_if_finite
+  checks the gradients only: an infinite learning rate turns finite gradients into NaN params."""
+  def init(params):
+    return SkipNonfiniteState(inner.init(params), jnp.zeros((), jnp.int32))
+
+  def update(grads, state, params=None):
+    updates, inner_state = inner.update(grads, state.inner_state, params)
+    checked = (grads, updates) if params is None else (grads, updates, optax.apply_updates(params, updates))
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(checked)]))
+    updates = jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), updates)
+    inner_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), inner_state, state.inner_state)
+    return updates, SkipNonfiniteState(inner_state, state.total_notfinite + (~finite).astype(jnp.int32))
+
+  return optax.GradientTransformation(init, update)
 
 
 def _stores_reference(lm: LM, reference: bool) -> bool:
@@ -309,6 +331,7 @@ def rollout_metrics(traj: Trajectory) -> dict:
           "episode/response_tokens": ep["tokens"].mean(),
           **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
           **({"episode/host_error": ep["host_error"].mean()} if "host_error" in ep else {}),
+          "episode/nonfinite_logprobs": (~jnp.isfinite(traj.logprob) & traj.loss_mask).sum(),
           **({f"critique/{k}": v for k, v in credit.critique_metrics(traj).items()} if traj.attempts else {}),
           **({f"planning/{k}": v for k, v in planning.metrics(traj).items()} if traj.planning else {})}
 

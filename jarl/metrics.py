@@ -7,10 +7,13 @@ collective). Every record is one JSON line {"step": int, **scalars}.
 from __future__ import annotations
 
 import json
+import logging
 import pathlib
 from typing import Iterable, Mapping
 
 from jarl import distributed
+
+log = logging.getLogger(__name__)
 
 PLOT_KEYS = ("episode/return", "episode/success", "eval/success", "policy/entropy", "policy/kl")
 
@@ -72,8 +75,20 @@ class MetricsWriter:
 
 
 def read_jsonl(path: str | pathlib.Path) -> list[dict]:
+  """The records of a JSON-lines file. Lines that do not parse (the partial last line of a run
+  killed mid-write) are left out with a warning naming them."""
+  records, bad = [], []
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    for number, line in enumerate(f, 1):
+      if line.strip():
+        try:
+          records.append(json.loads(line))
+        except json.JSONDecodeError:
+          bad.append(number)
+  if bad:
+    log.warning("%s: left out %d line(s) that are not JSON (a run killed mid-write?): line %s", path, len(bad),
+                ", ".join(map(str, bad[:5])))
+  return records
 
 
 def plot(records: Iterable[dict], out_png: str | pathlib.Path, keys: Iterable[str] = PLOT_KEYS) -> pathlib.Path:

@@ -131,10 +131,11 @@ def token_logprobs(logits_BxV: Array, token_B: Array, cfg: SamplingConfig) -> tu
 
 
 def argmax(x_BxV: Array) -> Array:
-  """First index of each row's maximum (two plain reductions: XLA:CPU's argmax is ~10x slower)."""
+  """First index of each row's maximum (two plain reductions: XLA:CPU's argmax is ~10x slower).
+  A row with a NaN gives some index in [0, V), never V (the learner reports non-finite logits)."""
   V = x_BxV.shape[-1]
   is_max_BxV = x_BxV == jnp.max(x_BxV, axis=-1, keepdims=True)
-  return jnp.min(jnp.where(is_max_BxV, jnp.arange(V, dtype=jnp.int32), V), axis=-1)
+  return jnp.min(jnp.where(is_max_BxV, jnp.arange(V, dtype=jnp.int32), V - 1), axis=-1)
 
 
 def _last_positive(p_BxK: Array) -> Array:

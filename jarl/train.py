@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import pathlib
 import shutil
 import signal
@@ -39,6 +40,8 @@ from jarl.rollout import make_collect
 from jarl.sampling import SamplingConfig, vocab_limit
 from jarl.sft import expert_batch
 from jarl.tokenizer import load_tokenizer
+
+log = logging.getLogger(__name__)
 
 # Config sections that must match when resuming (train.* and eval.* may change).
 FROZEN_SECTIONS = ("seed", "model", "tokenizer", "env", "agent", "rollout", "sampling", "algo", "optim", "sft", "mesh",
@@ -161,22 +164,30 @@ def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
   return models.lora.fold(run.lm, params)  # with LoRA the warm-started policy becomes the base (KL reference)
 
 
-def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> None:
-  """Every process checks, then process 0 alone deletes (overwrite) and creates the directory."""
+def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bool:
+  """Every process checks, then process 0 alone deletes (overwrite) and creates the directory.
+  True when the run resumes from a checkpoint: --resume of a run stopped before its first save
+  (killed during the warm start) starts it over, with a warning."""
   if resume and overwrite:
     raise ValueError("pass either resume or overwrite, not both")
-  stale = workdir.exists() and any(workdir.iterdir()) and not resume
+  if resume and not workdir.exists():
+    raise FileNotFoundError(f"--resume: no run directory {workdir}")
+  saved = workdir / "checkpoints" / "latest"
+  if resume and not (saved.exists() and any(p.name.isdigit() for p in saved.iterdir())):
+    log.warning("--resume: %s has no checkpoint yet (the run stopped before its first save): starting it over",
+                workdir)
+    resume = overwrite = True
+  stale = workdir.exists() and any(workdir.iterdir()) and (not resume or overwrite)
   if stale and not overwrite:
     raise FileExistsError(f"run directory {workdir} exists: pass --resume to continue it or --overwrite "
                           "to start over")
-  if resume and not (workdir / "checkpoints").exists():
-    raise FileNotFoundError(f"--resume: no checkpoints in {workdir}")
   distributed.barrier("jarl-workdir-checked")
   if distributed.is_main():
     if stale:
       shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
   distributed.barrier("jarl-workdir-ready")
+  return resume and not overwrite
 
 
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
@@ -191,7 +202,27 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   t0 = time.time()
   plan.check(config)  # refuses a config that will not fit the device memory, before anything starts
   workdir = pathlib.Path(config.workdir)
-  _prepare_workdir(workdir, resume, overwrite)
+  resume = _prepare_workdir(workdir, resume, overwrite)
+  stop = {"signal": None}  # SIGTERM (preemption) stops the run at the next step, with a checkpoint
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
+  summary = {"config": json.loads(config.to_json())}
+  try:
+    return _train(config, workdir, resume, stop, summary, t0)
+  except BaseException as e:  # summary.json says how the run ended, whatever ended it (and keeps what it held)
+    if distributed.is_main():
+      path = workdir / "summary.json"
+      try:
+        ended = json.loads(path.read_text()) if path.exists() else {}
+      except json.JSONDecodeError:
+        ended = {}
+      ended.update(summary, error=f"{type(e).__name__}: {e}", wall_time_s=round(time.time() - t0, 1))
+      path.write_text(json.dumps(ended, indent=2, default=str) + "\n")
+    raise
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+
+
+def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dict, t0: float) -> dict:
   run = build(config)
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, wandb_project=config.train.wandb_project,
                          config=config.to_dict())
@@ -203,18 +234,34 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   def fresh_state(lm):  # on the mesh from the start: a restore's target, and global on every process
     return jax.device_put(learner.init_state(lm, run.optim, seed=config.seed, reference=reference), shardings)
 
+  def save(step, force=False):
+    if ckpt.latest_step() != step:
+      try:
+        ckpt.save(step, state, {"summary": summary}, force=force)
+      except Exception as e:  # noqa: BLE001  (a full disk, a lost mount: one clear error, not a cascade)
+        raise RuntimeError(f"saving the checkpoint of step {step} in {ckpt.directory} failed: "
+                           f"{type(e).__name__}: {e}") from None
+
+  def stop_if_signalled(step):
+    signum = distributed.process_max(stop["signal"] or 0)  # a signal to any process stops them all
+    if signum:
+      save(step, force=True)
+      ckpt.wait()
+      raise SystemExit(f"stopped by signal {signum} at step {step}; checkpoint saved, --resume continues")
+
   state = fresh_state(run.lm)
-  summary = {"config": json.loads(config.to_json())}
   if resume:
     state, meta = ckpt.restore(state)
     _check_compatible(meta["summary"]["config"], config)
-    summary = dict(meta["summary"], config=summary["config"])
+    summary.update(meta["summary"], config=summary["config"])
     writer.truncate_after(int(state.step))
   else:
     if config.sft.steps:
       state = fresh_state(run.lm.replace(params=warm_start(run, state.params, writer)))
     summary["eval_before_rl"] = evaluate(run, state.params, config.eval.tasks, eval_seed)
     writer.write(0, {f"eval/{k}": v for k, v in summary["eval_before_rl"].items()})
+    save(0)  # the warm-started start: a run stopped from here on resumes without redoing it
+    stop_if_signalled(0)
 
   rollout = config.rollout
   collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
@@ -223,39 +270,32 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   reward = reward_model.from_config(config.get("reward_model"), run.mesh)  # None: the env's rewards alone
   iteration = learner.make_iteration(collect, update, shardings, reward=reward)
   schedule = learner.make_schedule(run.optim)
-  stop = {"signal": None}
-  previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-
-  def save(step, force=False):
-    if ckpt.latest_step() != step:
-      ckpt.save(step, state, {"summary": summary}, force=force)
-
   best = summary.get("best_eval_success", -1.0)
-  try:
-    bar = tqdm(range(int(state.step), config.train.steps), initial=int(state.step), total=config.train.steps,
-               desc="rl", disable=not distributed.is_main())
-    for _ in bar:
-      state, metrics, _ = iteration(state)
-      step = int(state.step)
-      metrics["lr"] = float(schedule(step - 1))
-      if step % config.eval.every == 0 or step == config.train.steps:
-        result = evaluate(run, state.params, config.eval.tasks, eval_seed)
-        metrics.update({f"eval/{k}": v for k, v in result.items()})
-        if result["success"] > best:
-          best = summary["best_eval_success"] = result["success"]
-          ckpt.save_best(step, state, {"summary": summary}, result["success"])
-      flat = writer.write(step, metrics)
-      bar.set_postfix({k.split("/")[-1]: f"{flat[k]:.3g}" for k in
-                       ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
-      if step % config.train.checkpoint_every == 0:
-        save(step)
-      signum = distributed.process_max(stop["signal"] or 0)  # a signal to any process stops them all
-      if signum:
-        save(step, force=True)
-        ckpt.wait()
-        raise SystemExit(f"stopped by signal {signum} at step {step}; checkpoint saved, --resume continues")
-  finally:
-    signal.signal(signal.SIGTERM, previous)
+  bar = tqdm(range(int(state.step), config.train.steps), initial=int(state.step), total=config.train.steps,
+             desc="rl", disable=not distributed.is_main())
+  for _ in bar:
+    state, metrics, _ = iteration(state)
+    step = int(state.step)
+    metrics["lr"] = float(schedule(step - 1))
+    if int(metrics["episode/nonfinite_logprobs"]):
+      writer.write(step, metrics)
+      raise FloatingPointError(
+          f"step {step}: the policy's logits are not finite ({int(metrics['episode/nonfinite_logprobs'])} sampled "
+          f"tokens): its params have diverged ({int(learner.skipped_updates(state))} optimizer steps skipped so "
+          f"far). Lower optim.lr (now {config.optim.lr}) or resume from an earlier checkpoint (--resume reads "
+          f"step {ckpt.latest_step()}).")
+    if step % config.eval.every == 0 or step == config.train.steps:
+      result = evaluate(run, state.params, config.eval.tasks, eval_seed)
+      metrics.update({f"eval/{k}": v for k, v in result.items()})
+      if result["success"] > best:
+        best = summary["best_eval_success"] = result["success"]
+        ckpt.save_best(step, state, {"summary": summary}, result["success"])
+    flat = writer.write(step, metrics)
+    bar.set_postfix({k.split("/")[-1]: f"{flat[k]:.3g}" for k in
+                     ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
+    if step % config.train.checkpoint_every == 0:
+      save(step)
+    stop_if_signalled(step)
 
   final, traj = evaluate(run, state.params, config.eval.tasks, eval_seed, return_traj=True)
   n_samples = min(config.train.sample_episodes, traj.tokens.shape[0])

@@ -62,6 +62,32 @@ def test_non_finite_gradients_skip_the_update(setup):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(state.params))
 
 
+def test_steps_that_would_make_params_non_finite_are_skipped(setup):
+  """Finite, non-zero gradients, but lr=inf: the update is not finite."""
+  lm, traj = setup
+  optim = learner.OptimConfig(lr=float("inf"), warmup_steps=0)
+  state = learner.init_state(lm, optim)
+  update = learner.make_update(lm, learner.AlgoConfig(entropy_coef=0.1), optim, group_size=4)
+  state, metrics = jax.jit(update)(state, traj)
+  assert 0 < float(metrics["policy/grad_norm"]) < np.inf and int(metrics["policy/skipped_updates"]) == 1
+  chex.assert_trees_all_equal(state.params, lm.params)
+
+
+def test_skip_nonfinite_is_the_inner_optimizer_on_finite_steps():
+  params = {"w": jnp.arange(4.0)}
+  grads = {"w": jnp.array([0.5, -1.0, 2.0, 0.0])}
+  plain, guarded = optax.adam(0.1), learner.skip_nonfinite(optax.adam(0.1))
+  want, _ = plain.update(grads, plain.init(params), params)
+  got, state = guarded.update(grads, guarded.init(params), params)
+  chex.assert_trees_all_close(got, want)
+  assert int(state.total_notfinite) == 0
+  got, state = guarded.update({"w": grads["w"].at[1].set(jnp.nan)}, state, params)
+  assert int(state.total_notfinite) == 1 and not np.asarray(got["w"]).any()
+  big = learner.skip_nonfinite(optax.sgd(3e38))  # a finite update whose new params overflow float32
+  got, state = big.update({"w": -jnp.ones(4)}, big.init(params), {"w": jnp.full(4, 3e38)})
+  assert int(state.total_notfinite) == 1 and not np.asarray(got["w"]).any()
+
+
 def test_updates_move_probability_towards_positive_advantages(setup):
   lm, traj = setup
   returns_B = jnp.arange(16.0) % 4  # varied returns in each group, all earned in turn 0

@@ -84,6 +84,12 @@ def test_argmax_is_the_first_maximum():
   np.testing.assert_array_equal(sampling.argmax(logits_BxV), jnp.argmax(logits_BxV, -1))
 
 
+def test_non_finite_logits_never_give_an_out_of_vocabulary_token():
+  logits_BxV = jnp.array([[jnp.nan] * 300, [jnp.inf] * 300, [0.0] * 299 + [jnp.nan]])
+  for token_B in (sampling.argmax(logits_BxV), sampling.categorical(jax.random.key(0), logits_BxV)[0]):
+    assert ((token_B >= 0) & (token_B < 300)).all(), token_B
+
+
 def test_vocab_limit_never_draws_padded_rows():
   """Ids at or above vocab_limit (a model's rows beyond its tokenizer) are never drawn, greedy or sampled,
   and their mass leaves the sampling distribution; the policy log-prob stays the full softmax's."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,3 +183,91 @@ def test_train_on_a_reasoning_gym_host_env_in_the_chat_template(tmp_path):
   assert "<|im_start|>user⏎Check it.<|im_end|>⏎<|im_start|>assistant⏎" in samples
   assert any("episode/success" in r for r in rl_records(tmp_path))
   assert 0.0 <= summary["final_eval"]["critique_first_success"] <= 1.0  # from both branches of every turn
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  """A 3-step run that kept its last 3 checkpoints (steps 1, 2, 3)."""
+  workdir = tmp_path_factory.mktemp("finished")
+  config = small_config(workdir, steps=3)
+  config.train.keep_checkpoints = 3
+  train.train(config)
+  return workdir
+
+
+def _damage(step_dir, how):
+  data = max((p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"),
+             key=lambda p: p.stat().st_size)
+  if how == "truncated_data":
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+  elif how == "bit_flip":
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x40
+    data.write_bytes(bytes(raw))
+  elif how == "no_metadata":
+    (step_dir / "state" / "_METADATA").unlink()
+  elif how == "empty_step":
+    shutil.rmtree(step_dir)
+    step_dir.mkdir()
+  elif how == "truncated_meta":
+    meta = step_dir / "meta" / "metadata"
+    meta.write_text(meta.read_text()[:20])
+
+
+@pytest.mark.parametrize("how", ["truncated_data", "bit_flip", "no_metadata", "empty_step", "truncated_meta"])
+def test_resume_falls_back_from_a_damaged_checkpoint(finished_run, tmp_path, how, caplog):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  _damage(workdir / "checkpoints" / "latest" / "3", how)
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 4, "episode/ret')  # and the metrics file ends in a line cut mid-write
+  config = small_config(workdir, steps=4)
+  config.train.keep_checkpoints = 3
+  summary = train.train(config, resume=True)
+  assert summary["steps"] == 4 and "error" not in summary
+  assert "damaged checkpoint(s)" in caplog.text and "step 3:" in caplog.text and "resuming from step 2" in caplog.text
+  assert [r["step"] for r in rl_records(workdir)] == [1, 2, 3, 4]
+  assert any((workdir / "checkpoints" / "damaged").iterdir())
+  assert sorted(int(p.name) for p in (workdir / "checkpoints" / "latest").iterdir() if p.name.isdigit())[-1] == 4
+
+
+def test_resume_with_every_checkpoint_damaged_says_so(finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  for step in (1, 2, 3):
+    _damage(workdir / "checkpoints" / "latest" / str(step), "no_metadata")
+  with pytest.raises(ValueError, match="could be restored: they are damaged, or were written for a different"):
+    train.train(small_config(workdir, steps=4), resume=True)
+  saved = json.loads((workdir / "summary.json").read_text())
+  assert saved["steps"] == 3 and "CheckpointDamaged" in saved["error"]  # the finished run's summary, and why
+
+
+def test_sigterm_during_the_warm_start_leaves_a_run_that_resumes(tmp_path, monkeypatch):
+  warm_start = train.warm_start
+
+  def preempted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return warm_start(*args, **kwargs)
+
+  monkeypatch.setattr(train, "warm_start", preempted)
+  with pytest.raises(SystemExit, match="stopped by signal 15 at step 0"):
+    train.train(small_config(tmp_path, steps=2))
+  monkeypatch.undo()
+  assert "stopped by signal 15" in json.loads((tmp_path / "summary.json").read_text())["error"]
+  assert train.train(small_config(tmp_path, steps=2), resume=True)["steps"] == 2
+
+
+def test_resume_before_the_first_save_starts_over(tmp_path, caplog):
+  (tmp_path / "metrics.jsonl").write_text('{"step": -1, "sft/loss": 3.0}\n')  # killed -9 during the warm start
+  assert train.train(small_config(tmp_path, steps=1), resume=True)["steps"] == 1
+  assert "no checkpoint yet" in caplog.text
+
+
+def test_diverged_params_stop_the_run_with_a_clear_error(tmp_path):
+  config = small_config(tmp_path, steps=4)
+  config.optim.lr, config.optim.warmup_steps = 1e38, 0  # finite, but the first update takes params to ~1e38
+  config.algo.entropy_coef, config.algo.filter_zero_variance = 0.1, False  # a gradient even when rewards tie
+  with pytest.raises(FloatingPointError, match=r"step \d: the policy's logits are not finite.*Lower optim.lr"):
+    train.train(config)
+  saved = json.loads((tmp_path / "summary.json").read_text())
+  assert "FloatingPointError" in saved["error"] and "eval_before_rl" in saved
