@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import distributed, envs, learner, models, plan, planning, reward_model, sharding
+from jarl import config_check, distributed, envs, learner, models, plan, planning, reward_model, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
@@ -109,6 +109,11 @@ def build(config: ml_collections.ConfigDict) -> Run:
     lm = load_pretrained(model_cfg, mesh)
   else:
     lm = models.create(plan.preset_config(model_cfg), seed=config.seed, mesh=mesh)
+  layout = make_layout(agent, env)
+  if layout.total_len > lm.config.max_seq_len:
+    raise ValueError(f"an episode takes {layout.total_len} token slots (instructions, {env.max_turns} turns of "
+                     f"observation and agent budgets), more than the model's max_seq_len={lm.config.max_seq_len}; "
+                     "lower env.kwargs.max_turns, the obs/action lengths or the agent budgets")
   if lm.config.vocab_size < tokenizer.vocab_size:
     raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
   if not sampling.vocab_limit:  # never draw the model's padded rows beyond the tokenizer's ids
@@ -200,7 +205,8 @@ def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
 
 def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> dict:
   t0 = time.time()
-  plan.check(config)  # refuses a config that will not fit the device memory, before anything starts
+  config_check.check(config)  # every bad field at once, before anything starts
+  plan.check(config)  # refuses a config that will not fit the device memory
   workdir = pathlib.Path(config.workdir)
   resume = _prepare_workdir(workdir, resume, overwrite)
   stop = {"signal": None}  # SIGTERM (preemption) stops the run at the next step, with a checkpoint

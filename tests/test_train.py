@@ -101,6 +101,31 @@ def test_config_errors_name_the_valid_choices(tmp_path):
     train.build(c)
 
 
+def test_one_validation_pass_names_every_bad_field_before_any_work(tmp_path):
+  c = small_config(tmp_path)
+  c.optim.lr = float("inf")
+  c.train.checkpoint_every = 0
+  c.eval.every = -1
+  c.rollout.group_size = 3  # a batch of 2 x 3 = 6 rows, which 4 minibatches do not split
+  c.algo.minibatches = 4
+  c.sampling.top_p = 1.5
+  c.agent.critique_budget = "2"
+  c.sft.batch_size = 32  # more than sft.episodes=16
+  with pytest.raises(ValueError) as error:
+    train.train(c)
+  message = str(error.value)
+  for expected in ("7 problem(s)", "optim.lr=inf: must be finite", "train.checkpoint_every=0: must be in [1, inf]",
+                   "eval.every=-1", "algo.minibatches=4: must divide the rollout batch", "= 6",
+                   "sampling.top_p=1.5: must be in (0, 1]", "agent.critique_budget='2': must be int",
+                   "sft.batch_size=32: must be at most sft.episodes=16"):
+    assert expected in message, (expected, message)
+  assert not tmp_path.exists() or not any(tmp_path.iterdir())  # nothing was started or written
+  c = small_config(tmp_path)
+  c.env.kwargs = dict(max_turns=2000)
+  with pytest.raises(ValueError, match=r"an episode takes \d+ token slots .* more than the model's max_seq_len"):
+    train.build(c)
+
+
 def test_cli_rejects_unknown_config_keys_and_commands():
   run = lambda *args: subprocess.run([sys.executable, "-m", "jarl.cli", *args], capture_output=True, text=True,
                                      cwd=os.path.join(os.path.dirname(__file__), ".."), timeout=120)
