@@ -253,3 +253,19 @@ def test_harmless_extra_tensors_and_other_kinds(saved, tmp_path):
     models.from_pretrained(tmp_path, kind="reward")
   with pytest.raises(FileNotFoundError, match="not a model directory"):
     models.from_pretrained(tmp_path / "nowhere")
+
+
+def test_damaged_checkpoints_name_the_file_and_the_field(tmp_path):
+  import safetensors.numpy
+  lm = _random_lm(ROUND_TRIP["llama"], seed=1)
+  models.save_pretrained(lm, tmp_path)
+  weights = tmp_path / "model.safetensors"
+  tensors = safetensors.numpy.load_file(weights)
+  name = sorted(n for n in tensors if "q_proj" in n)[0]
+  tensors[name][0, 0] = np.inf
+  safetensors.numpy.save_file(tensors, weights, metadata={"format": "pt"})
+  with pytest.raises(ValueError, match=rf"checkpoint {tmp_path}: tensor {name} has non-finite values"):
+    models.from_pretrained(tmp_path)
+  (tmp_path / "config.json").write_text('{"model_type": "llama", ')
+  with pytest.raises(ValueError, match=r"config.json: cannot read the model config"):
+    models.from_pretrained(tmp_path)

@@ -229,11 +229,14 @@ def _check_kind(kind: str) -> None:
     raise ValueError(f"from_pretrained builds kind 'lm' or 'policy_value', got {kind!r}")
 
 
-def _assemble(cfg: ModelConfig, expected: dict, read, mesh: Mesh | None, kind: str) -> LM:
-  """The handle from `read(name)`, each `expected` tensor as its HF array (a Linear weight [out, in])."""
+def _assemble(cfg: ModelConfig, expected: dict, read, mesh: Mesh | None, kind: str, where: str) -> LM:
+  """The handle from `read(name)`, each `expected` tensor as its HF array (a Linear weight [out, in]);
+  a tensor with a NaN or inf is refused, naming `where` (the checkpoint) and the tensor."""
   shapes, params = abstract(cfg)[1], {}
   for name, (param_path, _, transposed) in expected.items():
     w = read(name)
+    if not np.isfinite(w).all():
+      raise ValueError(f"{where}: tensor {name} has non-finite values (NaN or inf): a damaged or diverged checkpoint")
     w = np.ascontiguousarray(w.T if transposed else w, cfg.weight_dtype).reshape(_get(shapes, param_path).shape)
     _set(params, param_path, w)
   lm = from_params(cfg, params, mesh=mesh)
@@ -255,7 +258,11 @@ def from_pretrained(path_or_hub_id, dtype: str | None = None, mesh: Mesh | None 
   _check_kind(kind)
   path = _local_dir(path_or_hub_id)
   overrides = {} if dtype is None else {"dtype": dtype, "param_dtype": dtype}
-  cfg = config_from_hf(json.loads((path / "config.json").read_text()), **overrides)
+  try:
+    hf_config = json.loads((path / "config.json").read_text())
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f"{path / 'config.json'}: cannot read the model config: {e}") from None
+  cfg = config_from_hf(hf_config, **overrides)
   expected, found = _tensor_map(cfg), _checkpoint_tensors(path)
 
   def harmless(name):
@@ -266,7 +273,7 @@ def from_pretrained(path_or_hub_id, dtype: str | None = None, mesh: Mesh | None 
   def read(name):
     file, st_dtype, shape, offset = found[name]
     return np.memmap(file, SAFETENSORS_DTYPES[st_dtype], "r", offset, shape)
-  return _assemble(cfg, expected, read, mesh, kind)
+  return _assemble(cfg, expected, read, mesh, kind, f"checkpoint {path}")
 
 
 def hf_tensors(lm: LM) -> dict[str, np.ndarray]:
