@@ -240,19 +240,22 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
   def fresh_state(lm):  # on the mesh from the start: a restore's target, and global on every process
     return jax.device_put(learner.init_state(lm, run.optim, seed=config.seed, reference=reference), shardings)
 
+  def saving(action, step, *args, **kwargs):  # a full disk, a lost mount: one clear error, not a cascade
+    try:
+      action(*args, **kwargs)
+    except Exception as e:  # noqa: BLE001  (orbax re-raises a failed async write at the next save or wait)
+      raise RuntimeError(f"saving the checkpoint of step {step} in {ckpt.directory} failed: "
+                         f"{type(e).__name__}: {e}") from None
+
   def save(step, force=False):
     if ckpt.latest_step() != step:
-      try:
-        ckpt.save(step, state, {"summary": summary}, force=force)
-      except Exception as e:  # noqa: BLE001  (a full disk, a lost mount: one clear error, not a cascade)
-        raise RuntimeError(f"saving the checkpoint of step {step} in {ckpt.directory} failed: "
-                           f"{type(e).__name__}: {e}") from None
+      saving(ckpt.save, step, step, state, {"summary": summary}, force=force)
 
   def stop_if_signalled(step):
     signum = distributed.process_max(stop["signal"] or 0)  # a signal to any process stops them all
     if signum:
       save(step, force=True)
-      ckpt.wait()
+      saving(ckpt.wait, step)
       raise SystemExit(f"stopped by signal {signum} at step {step}; checkpoint saved, --resume continues")
 
   state = fresh_state(run.lm)
@@ -295,7 +298,7 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
       metrics.update({f"eval/{k}": v for k, v in result.items()})
       if result["success"] > best:
         best = summary["best_eval_success"] = result["success"]
-        ckpt.save_best(step, state, {"summary": summary}, result["success"])
+        saving(ckpt.save_best, step, step, state, {"summary": summary}, result["success"])
     flat = writer.write(step, metrics)
     bar.set_postfix({k.split("/")[-1]: f"{flat[k]:.3g}" for k in
                      ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
@@ -309,7 +312,7 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
   summary.update(final_eval=final, steps=int(state.step), wall_time_s=round(time.time() - t0, 1),
                  skipped_updates=int(learner.skipped_updates(state)))
   save(int(state.step), force=True)
-  ckpt.wait()
+  saving(ckpt.wait, int(state.step))
   ckpt.close()
   writer.close()
   if distributed.is_main():

@@ -296,3 +296,21 @@ def test_diverged_params_stop_the_run_with_a_clear_error(tmp_path):
     train.train(config)
   saved = json.loads((tmp_path / "summary.json").read_text())
   assert "FloatingPointError" in saved["error"] and "eval_before_rl" in saved
+
+
+def test_a_failed_save_is_one_clear_error(tmp_path, monkeypatch):
+  save = train.Checkpointer.save
+
+  def disk_full(self, step, *args, **kwargs):
+    if step == 2:
+      raise OSError(28, "No space left on device")
+    return save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(train.Checkpointer, "save", disk_full)
+  with pytest.raises(RuntimeError, match=r"saving the checkpoint of step 2 in .*checkpoints failed: OSError: .*No "
+                                         r"space left on device") as error:
+    train.train(small_config(tmp_path, steps=3))
+  assert error.value.__cause__ is None and error.value.__suppress_context__
+  assert "No space left" in json.loads((tmp_path / "summary.json").read_text())["error"]
+  monkeypatch.undo()
+  assert train.train(small_config(tmp_path, steps=3), resume=True)["steps"] == 3  # step 1's checkpoint resumes
