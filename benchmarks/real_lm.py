@@ -17,6 +17,7 @@ iteration, every seed).
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import pathlib
 import statistics
@@ -31,8 +32,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import common  # noqa: E402
 
 CRITIQUE_RECIPES = ("chain_sum_critique",)  # benchmarks/critique.py compares it with one attempt at matched tokens
-COLUMNS = ("task", "variant", "seed", "before", "after", "base_pass_at_8", "pass_tasks", "first_before", "first_after",
-           "fixed_before", "fixed_after", "minutes", "iterations", "tokens_per_s")
+COLUMNS = ("task", "variant", "seed", "before", "after", "base_pass_at_8", "pass_tasks", "constant_answer",
+           "constant_answer_accuracy", "first_before", "first_after", "fixed_before", "fixed_after", "minutes",
+           "iterations", "tokens_per_s")
 
 
 def first_and_fixed(traj) -> tuple[float, float]:
@@ -41,6 +43,24 @@ def first_and_fixed(traj) -> tuple[float, float]:
   solved = np.asarray(traj.episode["success"])
   wrong = ~first
   return float(first.mean()), float((solved & wrong).sum() / max(wrong.sum(), 1))
+
+
+def eval_seeds(n_tasks: int, eval_seed: int) -> list[int]:
+  """The problem seeds the greedy eval of a host env draws."""
+  key_tasks = jax.random.split(jax.random.key(eval_seed), 3)[0]
+  return np.asarray(jax.random.randint(key_tasks, (n_tasks,), 0, np.iinfo(np.int32).max)).tolist()
+
+
+def constant_answer(run, n_tasks: int, eval_seed: int, n_train: int = 1000) -> tuple[str | None, float | None]:
+  """The control for learning only the answer distribution: the most common answer of `n_train`
+  training problems, and the share of the held-out problems that answering it always solves
+  (reasoning-gym envs only; (None, None) elsewhere)."""
+  if not hasattr(run.env, "problem"):
+    return None, None
+  answers = collections.Counter(str(run.env.problem(seed)[1]["answer"]) for seed in range(n_train))
+  answer = answers.most_common(1)[0][0]
+  held_out = [run.eval_env.problem(seed) for seed in eval_seeds(n_tasks, eval_seed)]
+  return answer, float(np.mean([dataset.score_answer(answer, entry) == 1.0 for dataset, entry in held_out]))
 
 
 def pass_at_k(run, params, n_tasks: int, eval_seed: int, k: int = 8, chunk: int = 32,
@@ -56,8 +76,7 @@ def pass_at_k(run, params, n_tasks: int, eval_seed: int, k: int = 8, chunk: int 
   from jarl.sampling import SamplingConfig
   if isinstance(run.eval_env, envs.TextEnv):
     return None
-  key_tasks = jax.random.split(jax.random.key(eval_seed), 3)[0]  # the seeds the greedy eval drew
-  seeds = np.asarray(jax.random.randint(key_tasks, (n_tasks,), 0, np.iinfo(np.int32).max)).tolist()[:n_scored]
+  seeds = eval_seeds(n_tasks, eval_seed)[:n_scored]
   sampling = SamplingConfig(temperature=1.0, vocab_limit=run.sampling.vocab_limit)
   solved = []
   for start in range(0, len(seeds), chunk):
@@ -88,6 +107,7 @@ def run_recipe(recipe: str, seed: int, workdir: pathlib.Path, args) -> dict:
   base = run.lm.params
   row["pass_tasks"] = min(args.pass_tasks or config.eval.tasks, config.eval.tasks)
   row["base_pass_at_8"] = pass_at_k(run, base, config.eval.tasks, eval_seed, n_scored=row["pass_tasks"])
+  row["constant_answer"], row["constant_answer_accuracy"] = constant_answer(run, config.eval.tasks, eval_seed)
   if run.env.max_turns > 1:
     trained = common.restore_final(config)[1]
     for when, params in (("before", base), ("after", trained)):
@@ -121,8 +141,8 @@ def plot(curves: dict, path: pathlib.Path) -> None:
 def mean_row(recipe: str, rows: list[dict]) -> dict:
   done = [r for r in rows if r["variant"] == recipe and r["seed"] != "mean"]
   mean = {"task": done[0]["task"], "variant": recipe, "seed": "mean"}
-  for key in ("before", "after", "base_pass_at_8", "first_before", "first_after", "fixed_before", "fixed_after",
-              "minutes", "iterations", "tokens_per_s"):
+  for key in ("before", "after", "base_pass_at_8", "constant_answer_accuracy", "first_before", "first_after",
+              "fixed_before", "fixed_after", "minutes", "iterations", "tokens_per_s"):
     values = [r[key] for r in done if r.get(key) is not None]
     if values:
       mean[key] = statistics.mean(values)
@@ -162,7 +182,8 @@ def main() -> None:
   common.write_results("real_lm", machine, rows, COLUMNS,
                        notes="Commands: each row's `command`. before / after: held-out greedy accuracy (exact score "
                              "1.0) of the base model and after RL; base_pass_at_8: any of 8 samples at T=1 right, "
-                             "same problems; first_* / fixed_*: multi-turn recipes, solved at the first attempt / "
+                             "same problems; constant_answer(_accuracy): always giving the most common training "
+                             "answer; first_* / fixed_*: multi-turn recipes, solved at the first attempt / "
                              "wrong first answers fixed later; minutes: the whole run (evals and compiles included), "
                              "on this CPU (machine above: the last command's).")
   plot({recipe: [(r["seed"], _rl_metrics(pathlib.Path(f"{args.workdir_prefix}{recipe}_seed{r['seed']}")))

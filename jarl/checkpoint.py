@@ -7,7 +7,7 @@
 
 Two orbax managers: `latest/` keeps the last `keep` steps (what --resume reads) and
 `best/` keeps the single best checkpoint by score. Each save records a checksum of every
-array (its sum, in meta["checksums"]); a restore verifies it and that every float is finite,
+array (the sum of its bits, in meta["checksums"]); a restore verifies it and that every float is finite,
 and falls back from a damaged step (unreadable, truncated, bit-flipped, half-written) to the
 newest good one, with a warning that names the damaged step and why. Every process calls save/restore
 with the same directory, on a file system all hosts share (orbax coordinates
@@ -36,18 +36,20 @@ class CheckpointDamaged(ValueError):
 
 
 @jax.jit
-def checksums(state: Any) -> tuple[jax.Array, jax.Array]:
+def _leaf_checksum(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  x = jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+  finite = jnp.all(jnp.isfinite(x)) if jnp.issubdtype(x.dtype, jnp.floating) else jnp.asarray(True)
+  x = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
+  unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+  return jnp.sum(jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32), dtype=jnp.uint32), finite
+
+
+def checksums(state: Any) -> tuple[np.ndarray, bool]:
   """(one uint32 per array leaf: the sum of its raw bits mod 2**32, whether every float is finite).
   Integer sums do not depend on the summation order, so any mesh gives the same checksum, and a
-  flipped bit always changes it."""
-  def bits(x):
-    x = jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x
-    x = x.astype(jnp.uint8) if x.dtype == jnp.bool_ else x
-    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
-    return jnp.sum(jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32), dtype=jnp.uint32)
-  leaves = jax.tree.leaves(state)
-  finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating)]))
-  return jnp.stack([bits(x) for x in leaves]), finite
+  flipped bit always changes it. Leaf by leaf: a restored state's leaves may sit on different devices."""
+  sums = distributed.to_host([_leaf_checksum(x) for x in jax.tree.leaves(state)])
+  return np.asarray([int(total) for total, _ in sums], np.int64), all(bool(ok) for _, ok in sums)
 
 
 class Checkpointer:
@@ -65,7 +67,7 @@ class Checkpointer:
 
   @staticmethod
   def _args(state, meta):
-    meta = dict(meta, checksums=np.asarray(jax.device_get(checksums(state)[0])).tolist())
+    meta = dict(meta, checksums=checksums(state)[0].tolist())
     return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
 
   def save(self, step: int, state: Any, meta: dict, force: bool = False) -> None:
@@ -120,7 +122,7 @@ class Checkpointer:
     state, meta = restored["state"], restored["meta"]
     if not isinstance(meta, dict):
       raise CheckpointDamaged(f"its meta is {meta!r:.100}, not a dict")
-    got, finite = jax.device_get(checksums(state))
+    got, finite = checksums(state)
     if not finite:
       raise CheckpointDamaged("it holds non-finite values")
     saved = np.asarray(meta.get("checksums", got), np.int64)  # (checkpoints from before checksums: none to check)

@@ -49,3 +49,13 @@ def test_first_and_fixed():
     episode = {"success": jnp.asarray([True, True, False, False])}
   first, fixed = real_lm.first_and_fixed(Traj)
   assert (first, fixed) == (0.25, pytest.approx(1 / 3))
+
+
+def test_constant_answer_control(tmp_path):
+  run = rg_run(tmp_path)
+  answer, accuracy = real_lm.constant_answer(run, n_tasks=16, eval_seed=7, n_train=200)
+  train_answers = [str(run.env.problem(s)[1]["answer"]) for s in range(200)]
+  assert train_answers.count(answer) == max(train_answers.count(a) for a in train_answers)
+  held_out = [run.eval_env.problem(s)[1]["answer"] for s in real_lm.eval_seeds(16, 7)]
+  assert accuracy == sum(str(a) == answer for a in held_out) / 16
+  assert real_lm.constant_answer(train.build(small_config(tmp_path / "in_graph")), 2, 0) == (None, None)

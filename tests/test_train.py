@@ -225,10 +225,12 @@ def _damage(step_dir, how):
              key=lambda p: p.stat().st_size)
   if how == "truncated_data":
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
-  elif how == "bit_flip":
-    raw = bytearray(data.read_bytes())
-    raw[len(raw) // 2] ^= 0x40
-    data.write_bytes(bytes(raw))
+  elif how == "bit_flips":  # one bit every 4 kB of every data file (a single flip may land in unused bytes)
+    for path in (p for p in (step_dir / "state").rglob("*") if p.is_file() and p.parent.name == "d"):
+      raw = bytearray(path.read_bytes())
+      for i in range(len(raw) // 2 % 4096, len(raw), 4096):
+        raw[i] ^= 0x40
+      path.write_bytes(bytes(raw))
   elif how == "no_metadata":
     (step_dir / "state" / "_METADATA").unlink()
   elif how == "empty_step":
@@ -239,7 +241,7 @@ def _damage(step_dir, how):
     meta.write_text(meta.read_text()[:20])
 
 
-@pytest.mark.parametrize("how", ["truncated_data", "bit_flip", "no_metadata", "empty_step", "truncated_meta"])
+@pytest.mark.parametrize("how", ["truncated_data", "bit_flips", "no_metadata", "empty_step", "truncated_meta"])
 def test_resume_falls_back_from_a_damaged_checkpoint(finished_run, tmp_path, how, caplog):
   workdir = tmp_path / "run"
   shutil.copytree(finished_run, workdir)
