@@ -14,7 +14,7 @@ forces them behind the feedback header. The learner consumes the result unchange
 Failures end only their own episodes. A reset or step that raises or outlives
 `env.timeout_s` ends every episode it covers; a row whose observation is a `RowError`,
 not a str, whose reward is not a number finite in float32, or whose flags or info's
-success / valid_action are not bools ends alone (`_row_values`: one check per row). Such
+success / valid_action are not bools ends alone (`host_values.row_values`: one check per row). Such
 an episode ends truncated with reward 0 and `info["host_error"]` set on that turn;
 `traj.episode["host_error"]` marks it and `collect.last_errors` lists (row, turn, message).
 `PerEpisodeHostEnv` builds a HostEnv from single-episode objects with that isolation per
@@ -28,7 +28,6 @@ import abc
 import dataclasses
 import functools
 import logging
-import math
 import threading
 import time
 from typing import Any, Callable, NamedTuple, Protocol, Sequence
@@ -41,6 +40,7 @@ from jax.sharding import Mesh
 from jarl import planning, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.envs.codec import Codec, Tokens
+from jarl.envs.host_values import BadRow, RowError, row_values
 from jarl.models import LM
 from jarl.rollout import Runner, attempt_record, trajectory, turn_keys
 from jarl.sampling import SamplingConfig
@@ -48,12 +48,6 @@ from jarl.tokenizer import Tokenizer
 from jarl.types import Trajectory
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True)
-class RowError:
-  """In place of a row's observation: this row's env failed (the bridge ends its episode)."""
-  message: str
 
 
 @dataclasses.dataclass
@@ -368,9 +362,9 @@ class HostCollect:
       self._fail(stepped_B, failed_B, turn, f"step returned {out!r:.200}, not a HostStep of {B} rows")
     for b in np.flatnonzero(stepped_B & ~failed_B):
       try:  # the one per-row isolation point for host values: a bad value ends its own episode
-        values = _row_values(*(col[b] for col in columns))
+        values = row_values(*(col[b] for col in columns))
       except Exception as e:  # noqa: BLE001  (whatever the env put in the row: even comparing it may raise)
-        message = e.args[0] if isinstance(e, _BadRow) else f"garbage from step: {e!r:.200}"
+        message = e.args[0] if isinstance(e, BadRow) else f"garbage from step: {e!r:.200}"
         self._fail(_one(b, B), failed_B, turn, message)
         continue
       reward_B[b], term_B[b], trunc_B[b], info["success"][b], info["valid_action"][b] = values
@@ -421,52 +415,8 @@ def _branches(revise_B, taken: tuple, other: tuple) -> tuple:
   return first, revised
 
 
-class _BadRow(ValueError):
-  """A row's step values fail the checks (the message names which and how)."""
-
-
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
-
-def _row_values(obs, reward, term, trunc, info) -> tuple[float, bool, bool, bool, bool]:
-  """One row of a HostStep checked and converted: (reward, terminated, truncated, success,
-  valid_action), or _BadRow naming every problem. The reward must be a real number that stays
-  finite as float32 (1e300 and 10**400 do not); flags and info's success / valid_action bools."""
-  if isinstance(obs, RowError):
-    raise _BadRow(obs.message)
-  bad = []
-  if not isinstance(obs, str):
-    bad.append(f"obs {obs!r:.60} is not a str")
-  if not _finite32(reward):
-    bad.append(f"reward {reward!r:.30} is not a number that is finite in float32")
-  if not (_is_bool(term) and _is_bool(trunc)):
-    bad.append(f"terminated/truncated {term!r:.20}/{trunc!r:.20} are not bools")
-  if not isinstance(info, dict):
-    bad.append(f"info {info!r:.60} is not a dict")
-    info = {}
-  flags = {"success": info.get("success", False), "valid_action": info.get("valid_action", True)}
-  bad += [f"info[{k!r}] {v!r:.30} is not a bool" for k, v in flags.items() if not _is_bool(v)]
-  if bad:
-    raise _BadRow("garbage from step: " + "; ".join(bad))
-  return float(reward), bool(term), bool(trunc), bool(flags["success"]), bool(flags["valid_action"])
-
-
-def _finite32(x) -> bool:
-  if not isinstance(x, (int, float, np.integer, np.floating)):
-    return False
-  try:
-    x = float(x)
-  except OverflowError:  # an int beyond float64
-    return False
-  return math.isfinite(x) and abs(x) <= FLOAT32_MAX
-
-
 def _sized(col, n: int) -> bool:
   return hasattr(col, "__len__") and hasattr(col, "__getitem__") and len(col) == n
-
-
-def _is_bool(x) -> bool:
-  return isinstance(x, (bool, np.bool_)) or isinstance(x, (int, np.integer)) and x in (0, 1)
 
 
 def _one(b: int, B: int) -> np.ndarray:
