@@ -47,8 +47,10 @@ def _leaf_checksum(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 def checksums(state: Any) -> tuple[np.ndarray, bool]:
   """(one uint32 per array leaf: the sum of its raw bits mod 2**32, whether every float is finite).
   Integer sums do not depend on the summation order, so any mesh gives the same checksum, and a
-  flipped bit always changes it. Leaf by leaf: a restored state's leaves may sit on different devices."""
-  sums = distributed.to_host([_leaf_checksum(x) for x in jax.tree.leaves(state)])
+  flipped bit always changes it. Leaf by leaf (a restored state's leaves may sit on different devices),
+  each finished before the next starts: many small collective programs in flight at once can deadlock
+  XLA:CPU's fake devices on a loaded machine (a rendezvous waits for a thread that never comes)."""
+  sums = distributed.to_host([jax.block_until_ready(_leaf_checksum(x)) for x in jax.tree.leaves(state)])
   return np.asarray([int(total) for total, _ in sums], np.int64), all(bool(ok) for _, ok in sums)
 
 
