@@ -69,7 +69,7 @@ RANGES = {
     "sampling.max_new_tokens": POSITIVE, "sampling.vocab_limit": COUNT,
     "agent.plan_budget": COUNT, "agent.act_budget": POSITIVE, "agent.critique_budget": COUNT,
     "agent.revise_budget": COUNT, "agent.act_candidates": POSITIVE, "agent.search_simulations": POSITIVE,
-    "agent.search_depth": POSITIVE,
+    "agent.search_depth": POSITIVE, "model.attention_block": POSITIVE,
 }
 _TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "tuple": (tuple, list, dict,
                                                                                     ml_collections.ConfigDict)}

@@ -18,7 +18,8 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
   update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
                         per layer and token  c·(3·(H + K)·Dh + 5·F) + 6·4·D (float32 norms)
                                              + c·2·F with LoRA adapters
-                        per layer            b·H·T²·(8 + c)  (float32 scores and probabilities)
+                        per layer            b·H·T²·(8 + c)  (float32 scores and probabilities;
+                                             model.attention="chunked": b·H·T·4, plus one block's)
                         + b·T·(c·D + 4·4·V)  (embeddings; float32 logits, log-softmax, ...)
   full-batch logits   [B, T, V] float32 of the reference / value forward over the whole batch
 
@@ -148,17 +149,20 @@ def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None,
   return (None, local.device_kind) if kind is None else (DEVICE_MEMORY_GB[kind] * GiB, kind)
 
 
-def model_dtypes(section: dict) -> dict:
-  """`model.dtype` (compute and params) and `model.param_dtype` (params only) as ModelConfig fields."""
+def model_fields(section: dict) -> dict:
+  """`model.dtype` (compute and params), `model.param_dtype` (params only), `model.attention` and
+  `model.attention_block` as ModelConfig fields (those the section sets)."""
   dtype = section.get("dtype")
   param_dtype = section.get("param_dtype") or dtype
-  return {**({"dtype": dtype} if dtype else {}), **({"param_dtype": param_dtype} if param_dtype else {})}
+  fields = dict(dtype=dtype, param_dtype=param_dtype, attention=section.get("attention"),
+                attention_block=section.get("attention_block"))
+  return {k: v for k, v in fields.items() if v}
 
 
 def preset_config(section) -> models.ModelConfig:
   """`model.preset` with `model.overrides` and the dtypes: what a run without hf_path builds."""
   section = dict(section)
-  return models.preset(section["preset"], **{**dict(section.get("overrides") or {}), **model_dtypes(section)})
+  return models.preset(section["preset"], **{**dict(section.get("overrides") or {}), **model_fields(section)})
 
 
 def model_config(section) -> models.ModelConfig:
@@ -172,14 +176,14 @@ def model_config(section) -> models.ModelConfig:
   if not section.get("hf_path"):
     return preset_config(section)
   if models.gguf.is_gguf(section["hf_path"]):  # a GGUF file or "package:NAME": its metadata
-    return models.gguf.read_config(section["hf_path"], **model_dtypes(section))
+    return models.gguf.read_config(section["hf_path"], **model_fields(section))
   path = pathlib.Path(section["hf_path"]).expanduser()
   if not path.is_dir():
     if section.get("preset"):
       return preset_config(section)
     from huggingface_hub import hf_hub_download
     path = pathlib.Path(hf_hub_download(section["hf_path"], "config.json")).parent
-  return models.config_from_hf(json.loads((path / "config.json").read_text()), **model_dtypes(section))
+  return models.config_from_hf(json.loads((path / "config.json").read_text()), **model_fields(section))
 
 
 def _mesh(section, n_devices: int) -> AbstractMesh:
@@ -239,12 +243,18 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   H, K, F, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.mlp_dim // tensor, cfg.vocab_size
   D, Dh, L = cfg.d_model, cfg.head_dim, cfg.n_layers
   buffers = rows * T * sum(jnp.dtype(d).itemsize for d in BUFFERS.values())
-  rollout_logits = rows * (2 * V * 4 + H * layout.prompt_len * T * (4 + c))
-
   micro = -(-B // (algo.minibatches * algo.microbatches * data))
+  if cfg.attention == "chunked":  # one block of scores at a time; the backward keeps a log-sum-exp per query
+    block = cfg.attention_block
+    prompt_scores = H * min(block, layout.prompt_len) * min(block, T) * (4 + c)
+    kept_scores, block_scores = micro * H * T * 4, micro * H * min(block, T) ** 2 * (8 + c)
+  else:
+    prompt_scores, kept_scores, block_scores = H * layout.prompt_len * T * (4 + c), micro * H * T * T * (8 + c), 0
+  rollout_logits = rows * (2 * V * 4 + prompt_scores)
+
   per_token = c * (3 * (H + K) * Dh + 5 * F + (2 * F if adapters.rank else 0)) + 6 * 4 * D
-  per_layer = micro * T * per_token + micro * H * T * T * (8 + c)
-  activations = L * per_layer + micro * T * (c * D + 4 * 4 * V // tensor)
+  per_layer = micro * T * per_token + kept_scores
+  activations = L * per_layer + block_scores + micro * T * (c * D + 4 * 4 * V // tensor)
   full_batch = rows * T * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
   n_params, n_trained = _count(shapes), _count(trainable)

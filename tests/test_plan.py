@@ -62,6 +62,22 @@ def test_lora_keeps_optimizer_state_and_reference_small():
   assert p.peak < full.peak
 
 
+def test_chunked_attention_plans_one_block_of_scores():
+  """model.attention="chunked" drops the [T, T] scores per layer from the update and the prompt chunk's
+  scores shrink to one block; nothing else changes."""
+  c = _config()
+  c.model.attention, c.model.attention_block = "chunked", 64
+  assert plan.model_config(c.model).attention == "chunked"
+  chunked, full = plan.plan(c), plan.plan(_config())
+  T = _slots(c)
+  b = c.rollout.n_tasks * c.rollout.group_size // (c.algo.minibatches * c.algo.microbatches)  # micro-batch rows
+  assert T > 64
+  assert full["update activations"] - chunked["update activations"] == (
+      L * b * H * T * T * (8 + 4) - L * b * H * T * 4 - b * H * 64 * 64 * (8 + 4))
+  assert chunked["rollout logits"] < full["rollout logits"]
+  assert all(chunked[n] == full[n] for n in ("params", "optimizer state", "rollout KV cache", "rollout buffers"))
+
+
 def test_fsdp_divides_the_params_and_rows():
   one, eight = plan.plan(_config()), plan.plan(_config(fsdp=8))
   norms = 4 * (2 * L + 1) * D  # replicated

@@ -22,6 +22,7 @@ import numpy as np
 
 FAMILIES = ("llama", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
+ATTENTION = ("xla", "chunked")  # the keys of jarl.models.attention.IMPLEMENTATIONS
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -49,6 +50,8 @@ class ModelConfig:
   max_seq_len: int = 2048
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
+  attention: str = "xla"  # the implementation (jarl/models/attention.py): how, not what, is computed
+  attention_block: int = 512  # "chunked": queries and keys per block
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -63,6 +66,10 @@ class ModelConfig:
         errors.append(f"{field}={getattr(self, field)!r} (supported: {tuple(DTYPES)})")
     if self.n_heads % self.n_kv_heads:
       errors.append(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
+    if self.attention not in ATTENTION:
+      errors.append(f"attention={self.attention!r} (supported: {ATTENTION})")
+    if self.attention_block < 1:
+      errors.append(f"attention_block={self.attention_block} must be positive")
     if self.head_dim % 2:
       errors.append(f"head_dim={self.head_dim} must be even for RoPE")
     if errors:
@@ -133,7 +140,7 @@ PRESETS.update({name: ModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=H
                                   tie_embeddings=tied, **family)
                 for name, (V, D, L, H, K, F, tied, family) in _REAL.items()})
 # Fields that may differ between a preset and the checkpoint it stands for (see `differences`).
-NOT_ARCHITECTURE = ("dtype", "param_dtype", "max_seq_len")
+NOT_ARCHITECTURE = ("dtype", "param_dtype", "max_seq_len", "attention", "attention_block")
 
 
 def preset(name: str, **overrides) -> ModelConfig:

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jarl.models import attention
 from jarl.models.config import ModelConfig
 
 Array = jax.Array
@@ -130,19 +131,6 @@ class KVCache:
                    pad(1)(self.valid_BxS), self.index)
 
 
-def cached_attention(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_Bx1xTxS, scale):
-  """GQA over the cache's layouts with einsums whose operands need no transpose of the cache."""
-  B, T, H, Dh = q_BxTxHxDh.shape
-  K = k_BxKxDhxS.shape[1]
-  q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  s_BxKxGxTxS = jnp.einsum("bkgtd,bkds->bkgts", q_BxKxGxTxDh, k_BxKxDhxS.astype(q_BxTxHxDh.dtype),
-                           preferred_element_type=jnp.float32) * scale
-  s_BxKxGxTxS = jnp.where(mask_Bx1xTxS[:, :, None], s_BxKxGxTxS, -jnp.inf)
-  p_BxKxGxTxS = jax.nn.softmax(s_BxKxGxTxS, axis=-1).astype(q_BxTxHxDh.dtype)
-  out_BxKxGxTxDh = jnp.einsum("bkgts,bksd->bkgtd", p_BxKxGxTxS, v_BxKxSxDh.astype(q_BxTxHxDh.dtype))
-  return out_BxKxGxTxDh.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
-
-
 class Attention(nnx.Module):
   """Grouped-query attention with RoPE, optional q/k/v/o biases and q/k RMSNorm."""
 
@@ -155,23 +143,22 @@ class Attention(nnx.Module):
     self.q_norm = RMSNorm(Dh, cfg) if cfg.qk_norm else None
     self.k_norm = RMSNorm(Dh, cfg) if cfg.qk_norm else None
     self.scale = Dh ** -0.5
+    self.implementation, self.block = cfg.attention, cfg.attention_block
 
-  def __call__(self, x_BxTxD, sin, cos, mask_Bx1xTxS, kv=None, index=None):
+  def __call__(self, x_BxTxD, sin, cos, mask: attention.Mask, kv=None, index=None):
     q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh = self.q(x_BxTxD), self.k(x_BxTxD), self.v(x_BxTxD)
     if self.q_norm is not None:
       q_BxTxHxDh, k_BxTxKxDh = self.q_norm(q_BxTxHxDh), self.k_norm(k_BxTxKxDh)
     q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
-    k_BxTxKxDh = apply_rope(k_BxTxKxDh, sin, cos)
+    k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)  # the cache's layouts
+    v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
     if kv is not None:  # write the new slots into the cache, attend over all of it
       k_cache, v_cache = kv
-      k_BxKxDhxS = jax.lax.dynamic_update_slice(
-          k_cache, k_BxTxKxDh.transpose(0, 2, 3, 1).astype(k_cache.dtype), (0, 0, 0, index))
-      v_BxKxSxDh = jax.lax.dynamic_update_slice(
-          v_cache, v_BxTxKxDh.transpose(0, 2, 1, 3).astype(v_cache.dtype), (0, 0, index, 0))
-      out_BxTxHxDh = cached_attention(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_Bx1xTxS, self.scale)
-      return self.o(out_BxTxHxDh), (k_BxKxDhxS, v_BxKxSxDh)
-    out_BxTxHxDh = jax.nn.dot_product_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, mask=mask_Bx1xTxS,
-                                                scale=self.scale)
+      kv = (jax.lax.dynamic_update_slice(k_cache, k_BxKxDhxT.astype(k_cache.dtype), (0, 0, 0, index)),
+            jax.lax.dynamic_update_slice(v_cache, v_BxKxTxDh.astype(v_cache.dtype), (0, 0, index, 0)))
+      k_BxKxDhxT, v_BxKxTxDh = kv
+    out_BxTxHxDh = attention.attend(self.implementation, q_BxTxHxDh, k_BxKxDhxT, v_BxKxTxDh, mask, self.scale,
+                                    self.block)
     return self.o(out_BxTxHxDh), kv
 
 
@@ -195,25 +182,19 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.d_model, cfg)
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x_BxTxD, sin, cos, mask_Bx1xTxS, kv=None, index=None):
-    attn_out, kv = self.attn(self.attn_norm(x_BxTxD), sin, cos, mask_Bx1xTxS, kv, index)
+  def __call__(self, x_BxTxD, sin, cos, mask: attention.Mask, kv=None, index=None):
+    attn_out, kv = self.attn(self.attn_norm(x_BxTxD), sin, cos, mask, kv, index)
     x_BxTxD = x_BxTxD + attn_out
     return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)), kv
 
 
-def attention_mask(valid_BxT: Array, cache: KVCache | None) -> tuple[Array, Array | None]:
-  """Boolean mask [B, 1, T, S] (slot-causal over valid keys, plus the diagonal)."""
-  B, T = valid_BxT.shape
+def attention_mask(valid_BxT: Array, cache: KVCache | None) -> attention.Mask:
+  """Which key slots hold real tokens (the cache's, with these T written at its cursor) and each query's slot."""
+  T = valid_BxT.shape[1]
   if cache is None:
-    key_valid_BxS, q_slot_T, S = valid_BxT, jnp.arange(T), T
-  else:
-    key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT, (0, cache.index))
-    q_slot_T, S = cache.index + jnp.arange(T), cache.length
-  k_slot_S = jnp.arange(S)
-  causal_TxS = k_slot_S[None, :] <= q_slot_T[:, None]
-  diag_TxS = k_slot_S[None, :] == q_slot_T[:, None]
-  mask_BxTxS = (key_valid_BxS[:, None, :] & causal_TxS[None]) | diag_TxS[None]
-  return mask_BxTxS[:, None], key_valid_BxS
+    return attention.Mask(valid_BxT, jnp.arange(T))
+  key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT, (0, cache.index))
+  return attention.Mask(key_valid_BxS, cache.index + jnp.arange(T))
 
 
 class Transformer(nnx.Module):
@@ -239,18 +220,18 @@ class Transformer(nnx.Module):
       if cache is not None:
         raise ValueError("positions_BxT is required when decoding with a cache")
       positions_BxT = jnp.maximum(jnp.cumsum(valid_BxT, axis=1) - 1, 0)
-    mask_Bx1xTxS, key_valid_BxS = attention_mask(valid_BxT, cache)
+    mask = attention_mask(valid_BxT, cache)
     sin, cos = rope_tables(cfg, positions_BxT)
     x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cfg.compute_dtype)
     new_k, new_v = [], []
     for i, layer in enumerate(self.layers):
       kv = None if cache is None else (cache.k[i], cache.v[i])
-      x_BxTxD, kv = layer(x_BxTxD, sin, cos, mask_Bx1xTxS, kv, None if cache is None else cache.index)
+      x_BxTxD, kv = layer(x_BxTxD, sin, cos, mask, kv, None if cache is None else cache.index)
       if cache is not None:
         new_k.append(kv[0])
         new_v.append(kv[1])
     if cache is not None:
-      cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=key_valid_BxS,
+      cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=mask.key_valid_BxS,
                       index=cache.index + tokens_BxT.shape[1])
     return self.final_norm(x_BxTxD), cache
 
