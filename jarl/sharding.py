@@ -11,12 +11,18 @@ Parameters name their dimensions with logical axes (`embed`, `mlp`, `heads`, …
 
 A dimension that the mesh axes do not divide is an error naming the parameter,
 its shape and the mesh, raised before any array is created.
+
+Activations use the same names: `constrain(x, ("batch", None, None))` inside a model lays the
+residual stream out rows over (data, fsdp), everything else whole, over the mesh that
+`LM.apply` makes current (`activations_on`); without one (one device) it does nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -127,3 +133,27 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
   return jax.tree.map(put, tree)
+
+
+_ACTIVATION_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("activation_mesh", default=None)
+
+
+@contextlib.contextmanager
+def activations_on(mesh: Mesh | None) -> Iterator[None]:
+  """Within this context (a trace of the model's forward), `constrain` lays activations out over `mesh`."""
+  token = _ACTIVATION_MESH.set(mesh)
+  try:
+    yield
+  finally:
+    _ACTIVATION_MESH.reset(token)
+
+
+def constrain(x: jax.Array, axes: Sequence[str | None], rules=RULES) -> jax.Array:
+  """x laid out by its logical axes over the current activation mesh (as is without one). A dimension
+  its mesh axes do not divide (a micro-batch smaller than the data x fsdp devices) stays whole."""
+  mesh = _ACTIVATION_MESH.get()
+  if mesh is None:
+    return x
+  spec = [entry if size % _mesh_size(mesh, entry) == 0 else None
+          for size, entry in zip(x.shape, logical_to_spec(axes, rules))]
+  return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec)))

@@ -77,11 +77,7 @@ def _dataclass(cls, section: ml_collections.ConfigDict | dict, **extra):
 def load_pretrained(model_cfg: dict, mesh) -> models.LM:
   """`model.hf_path`'s weights in `model.param_dtype` (else `model.dtype`), computing in `model.dtype`;
   with `model.preset` too, a ValueError naming every field where the checkpoint differs from it."""
-  fields = plan.model_fields(model_cfg)
-  lm = models.from_pretrained(model_cfg["hf_path"], dtype=fields.pop("param_dtype", None), mesh=mesh)
-  cfg = lm.config.replace(**fields)
-  if cfg != lm.config:  # mixed precision or another attention: same params, new graph
-    lm = lm.replace(config=cfg, graphdef=models.abstract(cfg, lm.kind)[0])
+  lm = models.from_pretrained(model_cfg["hf_path"], mesh=mesh, **plan.model_fields(model_cfg))
   if model_cfg.get("preset"):
     wrong = models.config.differences(plan.preset_config(model_cfg), lm.config)
     if wrong:

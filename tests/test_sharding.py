@@ -72,3 +72,31 @@ def test_mesh_config_errors():
   with pytest.raises(ValueError, match="unknown mesh config keys"):
     sharding.mesh_from_config({"model": 2})
   assert dict(sharding.mesh_from_config({"tensor": 2}).shape) == {"data": 4, "fsdp": 1, "tensor": 2}
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
+def test_rl_iteration_never_gathers_activations_to_the_global_batch(scan_layers):
+  """One RL iteration (the in-graph rollout's prefill and decode, then the update) compiled for fsdp=8: the
+  residual stream, MLP activations and logits stay split by rows. Before the activation constraints the
+  decode all-gathered [rows, d_model] activations (and each norm all-reduced) instead of the params."""
+  import re
+  import toy_env  # noqa: F401  (registers guess_digit)
+  from jarl import envs, learner
+  from jarl.agent import AgentConfig
+  from jarl.rollout import make_collect
+
+  B, D, F, V = 40, 48, 88, 512  # rows, d_model, mlp, vocab: no two alike, no param dim a multiple of B
+  cfg = models.ModelConfig(vocab_size=V, d_model=D, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=12, mlp_dim=F,
+                           scan_layers=scan_layers)
+  mesh = sharding.make_mesh(data=1, fsdp=8, tensor=1)
+  lm = models.create(cfg, seed=0, mesh=mesh)
+  optim = learner.OptimConfig(lr=1e-3)
+  collect = make_collect(lm, envs.make("guess_digit", max_turns=2), AgentConfig(act_budget=2), n_tasks=B // 4,
+                         group_size=4, mesh=mesh)
+  iteration = learner.make_iteration(collect, learner.make_update(lm, learner.AlgoConfig(), optim, group_size=4),
+                                     shardings=learner.state_shardings(lm, optim, mesh), donate=False)
+  hlo = iteration.lower(learner.init_state(lm, optim, seed=1)).compile().as_text()
+  gathered = [tuple(map(int, dims.split(","))) for dtype, dims in re.findall(r"= (f32|bf16)\[([\d,]+)\]\S* all-gather\(", hlo)]
+  assert any(D in dims for dims in gathered)  # the params are gathered (FSDP): the pattern sees gathers
+  activations = [dims for dims in gathered if dims[0] % B == 0 and set(dims[1:]) & {D, F, V, 4 * 12}]
+  assert not activations, activations

@@ -173,11 +173,11 @@ def _unpermute(w: np.ndarray, n_heads: int) -> np.ndarray:
   return w.reshape(n_heads, w.shape[0] // n_heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def load_gguf(path, dtype: str | None = None, mesh: Mesh | None = None, kind: str = "lm") -> LM:
+def load_gguf(path, dtype: str | None = None, mesh: Mesh | None = None, kind: str = "lm", **fields) -> LM:
   """Load a llama / qwen2 / qwen3 GGUF file (or "package:NAME") as a jarl handle.
 
   As `hf.from_pretrained`: `dtype` sets both the param and compute dtype (None: float32),
-  `kind` "policy_value" adds a fresh zero value head, a mesh shards the params. Quantized
+  `fields` other ModelConfig fields that do not change the math, `kind` "policy_value" adds a fresh zero value head, a mesh shards the params. Quantized
   tensors are dequantized: the params are dense.
   """
   import gguf
@@ -185,8 +185,7 @@ def load_gguf(path, dtype: str | None = None, mesh: Mesh | None = None, kind: st
   hf._check_kind(kind)
   reader, where = _open(path)
   tensors = {t.name: t for t in reader.tensors}
-  overrides = {} if dtype is None else {"dtype": dtype, "param_dtype": dtype}
-  cfg = _config(reader.fields, tensors, where, **overrides)
+  cfg = _config(reader.fields, tensors, where, **hf.loader_fields(dtype, fields))
   expected = {_gguf_name(name): entry for name, entry in hf._tensor_map(cfg).items()}
   found = {n: (t.tensor_type.name, tuple(int(d) for d in reversed(t.shape))) for n, t in tensors.items()}
   hf._check_tensors(found, expected, _dtypes(), where)

@@ -24,8 +24,8 @@ import numpy as np
 import safetensors.numpy
 from jax.sharding import Mesh
 
-from jarl.models.config import ModelConfig
-from jarl.models.lm import LM, abstract, from_params, with_value_head
+from jarl.models.config import NOT_ARCHITECTURE, ModelConfig
+from jarl.models.lm import LM, abstract, from_params, unstack_layers, with_value_head
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 HUB_FILES = ["*.json", "model*.safetensors", "tokenizer.model", "merges.txt", "vocab.txt", "*.jinja"]
@@ -218,6 +218,14 @@ def _get(tree, path):
   return functools.reduce(operator.getitem, path, tree)
 
 
+def _has(tree, path) -> bool:
+  try:
+    _get(tree, path)
+  except KeyError:
+    return False
+  return True
+
+
 def _set(tree, path, value) -> None:
   for key in path[:-1]:
     tree = tree.setdefault(key, {})
@@ -232,37 +240,55 @@ def _check_kind(kind: str) -> None:
 def _assemble(cfg: ModelConfig, expected: dict, read, mesh: Mesh | None, kind: str, where: str) -> LM:
   """The handle from `read(name)`, each `expected` tensor as its HF array (a Linear weight [out, in]);
   a tensor with a NaN or inf is refused, naming `where` (the checkpoint) and the tensor."""
-  shapes, params = abstract(cfg)[1], {}
+  shapes, params = abstract(cfg.replace(scan_layers=False))[1], {}  # HF's layout: one entry per layer
+  stacked = abstract(cfg)[1]
   for name, (param_path, _, transposed) in expected.items():
     w = read(name)
     if not np.isfinite(w).all():
       raise ValueError(f"{where}: tensor {name} has non-finite values (NaN or inf): a damaged or diverged checkpoint")
     w = np.ascontiguousarray(w.T if transposed else w, cfg.weight_dtype).reshape(_get(shapes, param_path).shape)
-    _set(params, param_path, w)
+    if cfg.scan_layers and param_path[0] == "layers":  # written into its layer's row: no second host copy
+      layer, path = param_path[1], ("layers",) + param_path[2:]
+      if not _has(params, path):
+        _set(params, path, np.empty(_get(stacked, path).shape, cfg.weight_dtype))
+      _get(params, path)[layer] = w
+    else:
+      _set(params, param_path, w)
   lm = from_params(cfg, params, mesh=mesh)
   return with_value_head(lm) if kind == "policy_value" else lm
 
 
+def loader_fields(dtype: str | None, fields: dict) -> dict:
+  """The ModelConfig fields a loader sets beyond the checkpoint's: `dtype` for both the param and
+  compute dtype, then `fields`, which may only be those that do not change the math."""
+  wrong = sorted(set(fields) - set(NOT_ARCHITECTURE))
+  if wrong:
+    raise ValueError(f"a checkpoint's architecture cannot be overridden ({wrong}); "
+                     f"fields that may be set: {sorted(NOT_ARCHITECTURE)}")
+  return {**({} if dtype is None else {"dtype": dtype, "param_dtype": dtype}), **fields}
+
+
 def from_pretrained(path_or_hub_id, dtype: str | None = None, mesh: Mesh | None = None,
-                    kind: str = "lm") -> LM:
+                    kind: str = "lm", **fields) -> LM:
   """Load a llama / qwen2 / qwen3 checkpoint (local directory or hub id) as a jarl handle.
 
   `dtype` ("float32", "bfloat16") sets both the param and compute dtype (None: float32);
-  `kind` "policy_value" adds a fresh zero value head. With a mesh the params are sharded.
-  A `.gguf` file or a "package:NAME" handle goes to `jarl.models.gguf.load_gguf`.
+  `fields` set ModelConfig fields that do not change the math (`param_dtype`, `attention`,
+  `scan_layers`, `remat`, ...; see `config.NOT_ARCHITECTURE`). `kind` "policy_value" adds a
+  fresh zero value head. With a mesh the params are sharded. A `.gguf` file or a
+  "package:NAME" handle goes to `jarl.models.gguf.load_gguf`.
   """
   from jarl.models import gguf  # imports this module
 
   if gguf.is_gguf(path_or_hub_id):
-    return gguf.load_gguf(path_or_hub_id, dtype, mesh, kind)
+    return gguf.load_gguf(path_or_hub_id, dtype, mesh, kind, **fields)
   _check_kind(kind)
   path = _local_dir(path_or_hub_id)
-  overrides = {} if dtype is None else {"dtype": dtype, "param_dtype": dtype}
   try:
     hf_config = json.loads((path / "config.json").read_text())
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f"{path / 'config.json'}: cannot read the model config: {e}") from None
-  cfg = config_from_hf(hf_config, **overrides)
+  cfg = config_from_hf(hf_config, **loader_fields(dtype, fields))
   expected, found = _tensor_map(cfg), _checkpoint_tensors(path)
 
   def harmless(name):
@@ -278,9 +304,9 @@ def from_pretrained(path_or_hub_id, dtype: str | None = None, mesh: Mesh | None 
 
 def hf_tensors(lm: LM) -> dict[str, np.ndarray]:
   """An lm handle's params as transformers' state dict (numpy, HF names and layouts)."""
-  tensors = {}
+  tensors, params = {}, unstack_layers(lm.params)
   for name, (param_path, hf_shape, transposed) in _tensor_map(lm.config).items():
-    x = np.asarray(_get(lm.params, param_path))
+    x = np.asarray(_get(params, param_path))
     tensors[name] = np.ascontiguousarray(x.reshape(hf_shape[::-1]).T if transposed else x.reshape(hf_shape))
   return tensors
 

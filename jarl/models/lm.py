@@ -50,7 +50,8 @@ class LM:
   def apply(self, params, *args, method: str | None = None, **kwargs):
     """Pure: the module's forward (or another method, e.g. "hidden") over the params pytree."""
     module = nnx.merge(self.graphdef, params)
-    return (module if method is None else getattr(module, method))(*args, **kwargs)
+    with sharding.activations_on(self.mesh):  # the model's activation constraints lay out over this mesh
+      return (module if method is None else getattr(module, method))(*args, **kwargs)
 
   def replace(self, **changes) -> "LM":
     return dataclasses.replace(self, **changes)
@@ -75,10 +76,45 @@ def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int) -> KVCache:
   def layers(axes, shape):
     spec = sharding.logical_to_spec(axes)
     sharding.check_divisible("kv_cache", shape, spec, mesh)
+    if cfg.scan_layers:
+      return NamedSharding(mesh, P(None, *spec))
     return tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
   k = layers(K_CACHE_AXES, (batch, cfg.n_kv_heads, cfg.head_dim, 1))
   v = layers(V_CACHE_AXES, (batch, cfg.n_kv_heads, 1, cfg.head_dim))
   return KVCache(k=k, v=v, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
+
+
+def _map_layers(params: Any, fn: Callable) -> Any:
+  """params with `fn` applied to each Transformer's "layers" subtree (wherever it sits: lm, backbone)."""
+  if not isinstance(params, dict):
+    return params
+  return {k: fn(v) if k == "layers" else _map_layers(v, fn) for k, v in params.items()}
+
+
+def _unrolled(layers: dict) -> bool:
+  return all(isinstance(k, int) for k in layers)
+
+
+def stack_layers(params: Any) -> Any:
+  """Params in the unrolled layout ({"layers": {0: ..., 1: ...}}) in the `scan_layers` one (each
+  leaf of "layers" stacked [n_layers, ...]); params already stacked are returned as they are.
+  numpy in, numpy out (host memory); jax arrays are stacked by jnp."""
+  def stack(layers):
+    if not _unrolled(layers):
+      return layers
+    xp = np if all(isinstance(x, np.ndarray) for x in jax.tree.leaves(layers)) else jax.numpy
+    return jax.tree.map(lambda *xs: xp.stack(xs), *(layers[i] for i in range(len(layers))))
+  return _map_layers(params, stack)
+
+
+def unstack_layers(params: Any) -> Any:
+  """The inverse of `stack_layers` (unrolled params are returned as they are)."""
+  def unstack(layers):
+    if _unrolled(layers):
+      return layers
+    n = jax.tree.leaves(layers)[0].shape[0]
+    return {i: jax.tree.map(lambda x: x[i], layers) for i in range(n)}
+  return _map_layers(params, unstack)
 
 
 def _axes_of(state) -> Any:

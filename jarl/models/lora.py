@@ -54,9 +54,18 @@ class LoRA(nnx.Module):
 
   def __init__(self, dense: Dense, cfg: LoRAConfig, rngs: nnx.Rngs):
     n_in, shape, axes = dense.n_in, tuple(dense.kernel.shape), tuple(dense.kernel.get_metadata()["axes"])
+    # a Dense of `scan_layers`' stacked block: one adapter per layer, stacked the same way
+    lead, layers = (axes[:1], shape[0]) if axes[0] == "layers" else ((), None)
+    shape, axes = shape[len(lead):], axes[len(lead):]
     init = _fan_in_init(n_in, n_in + 1)
-    self.a = nnx.Param(init(rngs.params(), shape[:n_in] + (cfg.rank,), jnp.float32), axes=axes[:n_in] + (None,))
-    self.b = nnx.Param(jnp.zeros((cfg.rank,) + shape[n_in:], jnp.float32), axes=(None,) + axes[n_in:])
+    a_shape = shape[:n_in] + (cfg.rank,)
+    if layers is None:
+      a = init(rngs.params(), a_shape, jnp.float32)
+    else:
+      a = jnp.stack([init(key, a_shape, jnp.float32) for key in jax.random.split(rngs.params(), layers)])
+    self.a = nnx.Param(a, axes=lead + axes[:n_in] + (None,))
+    self.b = nnx.Param(jnp.zeros((layers,) * len(lead) + (cfg.rank,) + shape[n_in:], jnp.float32),
+                       axes=lead + (None,) + axes[n_in:])
     self.n_in = n_in
     self.scale = cfg.scale
 
@@ -161,7 +170,10 @@ def adapters_off(params: dict) -> dict:
 
 def _folded(dense: dict, scale: float) -> dict:
   kernel, a, b = dense["kernel"], dense["lora"]["a"], dense["lora"]["b"]
-  delta = jnp.tensordot(a, b, axes=1) * scale
+  product = functools.partial(jnp.tensordot, axes=1)
+  if a.ndim + b.ndim - 2 > kernel.ndim:  # stacked layers (scan_layers): one product per layer
+    product = jax.vmap(product)
+  delta = product(a, b) * scale
   return _zero_b({**dense, "kernel": (kernel.astype(jnp.float32) + delta).astype(kernel.dtype)})
 
 

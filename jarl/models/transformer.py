@@ -17,12 +17,14 @@ valid) buffers replayed through one full forward give exactly the sampler's logi
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import flax.struct
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jarl import sharding
 from jarl.models import attention
 from jarl.models.config import ModelConfig
 
@@ -95,23 +97,28 @@ def apply_rope(x_BxTxNxDh: Array, sin_BxTxDh: Array, cos_BxTxDh: Array) -> Array
 
 @flax.struct.dataclass
 class KVCache:
-  """Per-layer keys [B, K, Dh, S] and values [B, K, S, Dh], which slots hold real tokens, and the cursor.
+  """Keys [B, K, Dh, S] and values [B, K, S, Dh] per layer, which slots hold real tokens, and the cursor.
 
+  `k` and `v` are tuples of per-layer arrays, or with `scan_layers` one array each with the layers
+  stacked in front ([L, B, K, Dh, S]), read and written a layer at a time inside the scan
+  (`LayerCache` is one layer's view in either layout).
   Keys are stored transposed so that both attention einsums read the cache in the layout
   the CPU matmul wants (on XLA:CPU a [B, K, S, Dh] key cache is repacked for every score
   product, which made decode attention 2x slower; not measured on GPU/TPU).
   """
-  k: tuple
-  v: tuple
+  k: tuple | Array
+  v: tuple | Array
   valid_BxS: Array
   index: Array  # int32 scalar: slots [0, index) are written
 
-  K_SLOT_AXIS, V_SLOT_AXIS = 3, 2
+  K_SLOT_AXIS, V_SLOT_AXIS = -1, -2  # the same in both layouts
 
   @classmethod
   def init(cls, cfg: ModelConfig, batch: int, length: int) -> "KVCache":
     K, Dh = cfg.n_kv_heads, cfg.head_dim
     def zeros(shape):  # every layer's k and v get buffers of their own (a shared one could not be donated)
+      if cfg.scan_layers:
+        return jnp.zeros((cfg.n_layers, *shape), cfg.compute_dtype)
       return tuple(jnp.zeros(shape, cfg.compute_dtype) for _ in range(cfg.n_layers))
     return cls(k=zeros((batch, K, Dh, length)), v=zeros((batch, K, length, Dh)),
                valid_BxS=jnp.zeros((batch, length), bool), index=jnp.zeros((), jnp.int32))
@@ -126,9 +133,31 @@ class KVCache:
     if extra == 0:
       return self
     def pad(axis):
-      return lambda x: jnp.pad(x, [(0, extra if d == axis else 0) for d in range(x.ndim)])
-    return KVCache(tuple(map(pad(self.K_SLOT_AXIS), self.k)), tuple(map(pad(self.V_SLOT_AXIS), self.v)),
-                   pad(1)(self.valid_BxS), self.index)
+      return lambda x: jnp.pad(x, [(0, extra if d == x.ndim + axis else 0) for d in range(x.ndim)])
+    return KVCache(jax.tree.map(pad(self.K_SLOT_AXIS), self.k), jax.tree.map(pad(self.V_SLOT_AXIS), self.v),
+                   pad(-1)(self.valid_BxS), self.index)
+
+
+@flax.struct.dataclass
+class LayerCache:
+  """One layer's keys and values: its own arrays (k [B, K, Dh, S], v [B, K, S, Dh]), or with
+  `scan_layers` the stacked cache and the layer's index (written in place inside the scan)."""
+  k: Array
+  v: Array
+  layer: Array | None = None
+
+  def write(self, k_BxKxDhxT: Array, v_BxKxTxDh: Array, index: Array) -> "LayerCache":
+    """The cache with T new slots written at the cursor."""
+    lead = () if self.layer is None else (self.layer,)
+    return self.replace(
+        k=jax.lax.dynamic_update_slice(self.k, k_BxKxDhxT.astype(self.k.dtype)[(None,) * len(lead)],
+                                       (*lead, 0, 0, 0, index)),
+        v=jax.lax.dynamic_update_slice(self.v, v_BxKxTxDh.astype(self.v.dtype)[(None,) * len(lead)],
+                                       (*lead, 0, 0, index, 0)))
+
+  def read(self) -> tuple[Array, Array]:
+    """This layer's (keys, values)."""
+    return (self.k, self.v) if self.layer is None else (self.k[self.layer], self.v[self.layer])
 
 
 class Attention(nnx.Module):
@@ -152,13 +181,12 @@ class Attention(nnx.Module):
     q_BxTxHxDh = apply_rope(q_BxTxHxDh, sin, cos)
     k_BxKxDhxT = apply_rope(k_BxTxKxDh, sin, cos).transpose(0, 2, 3, 1)  # the cache's layouts
     v_BxKxTxDh = v_BxTxKxDh.transpose(0, 2, 1, 3)
-    if kv is not None:  # write the new slots into the cache, attend over all of it
-      k_cache, v_cache = kv
-      kv = (jax.lax.dynamic_update_slice(k_cache, k_BxKxDhxT.astype(k_cache.dtype), (0, 0, 0, index)),
-            jax.lax.dynamic_update_slice(v_cache, v_BxKxTxDh.astype(v_cache.dtype), (0, 0, index, 0)))
-      k_BxKxDhxT, v_BxKxTxDh = kv
-    out_BxTxHxDh = attention.attend(self.implementation, q_BxTxHxDh, k_BxKxDhxT, v_BxKxTxDh, mask, self.scale,
-                                    self.block)
+    if kv is None:  # no cache: the new keys and values are all there is
+      keys_values = (k_BxKxDhxT, v_BxKxTxDh)
+    else:  # write the new slots into the cache, attend over all of it
+      kv = kv.write(k_BxKxDhxT, v_BxKxTxDh, index)
+      keys_values = kv.read()
+    out_BxTxHxDh = attention.attend(self.implementation, q_BxTxHxDh, *keys_values, mask, self.scale, self.block)
     return self.o(out_BxTxHxDh), kv
 
 
@@ -182,10 +210,40 @@ class Block(nnx.Module):
     self.mlp_norm = RMSNorm(cfg.d_model, cfg)
     self.mlp = MLP(cfg, rngs)
 
-  def __call__(self, x_BxTxD, sin, cos, mask: attention.Mask, kv=None, index=None):
+  def __call__(self, x_BxTxD, sin, cos, mask: attention.Mask, kv: LayerCache | None = None, index=None):
+    """(the block's output, its LayerCache with this call's slots written, or None)."""
     attn_out, kv = self.attn(self.attn_norm(x_BxTxD), sin, cos, mask, kv, index)
     x_BxTxD = x_BxTxD + attn_out
     return x_BxTxD + self.mlp(self.mlp_norm(x_BxTxD)), kv
+
+
+REMAT_POLICIES = {"block": jax.checkpoint_policies.nothing_saveable,
+                  "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+
+
+def _block_fn(graphdef, remat: str) -> Callable:
+  """A pure (block params, x, sin, cos, mask, kv, index) -> Block output, under `jax.checkpoint` unless
+  remat is "none" (the backward pass then recomputes what the policy does not save)."""
+  def run(state, *args):
+    return nnx.merge(graphdef, state)(*args)
+  return run if remat == "none" else jax.checkpoint(run, policy=REMAT_POLICIES[remat], prevent_cse=False)
+
+
+def stacked_blocks(cfg: ModelConfig, rngs: nnx.Rngs) -> Block:
+  """One Block whose params hold all layers stacked in front (logical axis "layers"), initialised with
+  the same values as the unrolled model's layers (same rngs, same order)."""
+  layers = [nnx.split(Block(cfg, rngs)) for _ in range(cfg.n_layers)]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *(state for _, state in layers))
+  for variable in jax.tree.leaves(stacked, is_leaf=lambda x: isinstance(x, nnx.Variable)):
+    variable.set_metadata("axes", ("layers", *variable.get_metadata()["axes"]))
+  return nnx.merge(layers[0][0], stacked)
+
+
+def _rows(x_BxTxD: Array) -> Array:
+  """The residual stream laid out by rows (over data and fsdp), each row's features whole: without it
+  the stream inherits the embedding's fsdp sharding of d_model, and every norm and matmul gathers
+  activations to the global batch."""
+  return sharding.constrain(x_BxTxD, ("batch", None, None))
 
 
 def attention_mask(valid_BxT: Array, cache: KVCache | None) -> attention.Mask:
@@ -205,7 +263,8 @@ class Transformer(nnx.Module):
     embed_init = nnx.initializers.normal(stddev=cfg.d_model ** -0.5)
     self.embed = nnx.Param(embed_init(rngs.params(), (cfg.vocab_size, cfg.d_model), cfg.weight_dtype),
                            axes=("vocab", "embed"))
-    self.layers = nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)])
+    self.layers = (stacked_blocks(cfg, rngs) if cfg.scan_layers
+                   else nnx.List([Block(cfg, rngs) for _ in range(cfg.n_layers)]))
     self.final_norm = RMSNorm(cfg.d_model, cfg)
     self.lm_head = (Dense((cfg.d_model,), (cfg.vocab_size,), ("embed", "vocab"), use_bias=False,
                           cfg=cfg, rngs=rngs)
@@ -222,24 +281,55 @@ class Transformer(nnx.Module):
       positions_BxT = jnp.maximum(jnp.cumsum(valid_BxT, axis=1) - 1, 0)
     mask = attention_mask(valid_BxT, cache)
     sin, cos = rope_tables(cfg, positions_BxT)
-    x_BxTxD = jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cfg.compute_dtype)
-    new_k, new_v = [], []
-    for i, layer in enumerate(self.layers):
-      kv = None if cache is None else (cache.k[i], cache.v[i])
-      x_BxTxD, kv = layer(x_BxTxD, sin, cos, mask, kv, None if cache is None else cache.index)
-      if cache is not None:
-        new_k.append(kv[0])
-        new_v.append(kv[1])
+    x_BxTxD = _rows(jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cfg.compute_dtype))
+    layers = self._scanned if cfg.scan_layers else self._unrolled
+    x_BxTxD, kv = layers(x_BxTxD, sin, cos, mask, cache)
     if cache is not None:
-      cache = KVCache(k=tuple(new_k), v=tuple(new_v), valid_BxS=mask.key_valid_BxS,
-                      index=cache.index + tokens_BxT.shape[1])
+      cache = KVCache(k=kv[0], v=kv[1], valid_BxS=mask.key_valid_BxS, index=cache.index + tokens_BxT.shape[1])
     return self.final_norm(x_BxTxD), cache
 
+  def _unrolled(self, x_BxTxD, sin, cos, mask, cache):
+    """The layers one after another; (output, the cache's new (k, v) tuples or None)."""
+    new_k, new_v = [], []
+    for i, layer in enumerate(self.layers):
+      graphdef, state = nnx.split(layer)
+      kv = None if cache is None else LayerCache(cache.k[i], cache.v[i])
+      x_BxTxD, kv = _block_fn(graphdef, self.config.remat)(state, _rows(x_BxTxD), sin, cos, mask, kv,
+                                                            None if cache is None else cache.index)
+      if cache is not None:
+        new_k.append(kv.k)
+        new_v.append(kv.v)
+    return x_BxTxD, None if cache is None else (tuple(new_k), tuple(new_v))
+
+  def _scanned(self, x_BxTxD, sin, cos, mask, cache):
+    """The layers as one lax.scan over the stacked params. The stacked cache rides in the carry and each
+    layer writes its new slots into it in place. (As scan inputs and outputs the whole cache was copied
+    every step: a SmolLM2 decode step at batch 16 took 1.2-1.3x longer on XLA:CPU; in the carry it
+    takes as long as the unrolled layers.)"""
+    graphdef, stacked = nnx.split(self.layers)
+    run = _block_fn(graphdef, self.config.remat)
+    if cache is None:
+      x_BxTxD, _ = jax.lax.scan(lambda x, state: (run(state, _rows(x), sin, cos, mask)[0], None), x_BxTxD, stacked)
+      return x_BxTxD, None
+
+    def layer(carry, xs):
+      x_BxTxD, kv = carry
+      state, i = xs
+      x_BxTxD, kv = run(state, _rows(x_BxTxD), sin, cos, mask, kv.replace(layer=i), cache.index)
+      return (x_BxTxD, kv), None
+    (x_BxTxD, kv), _ = jax.lax.scan(layer, (x_BxTxD, LayerCache(cache.k, cache.v, jnp.zeros((), jnp.int32))),
+                                    (stacked, jnp.arange(self.config.n_layers)))
+    return x_BxTxD, (kv.k, kv.v)
+
   def logits(self, h_BxTxD: Array) -> Array:
+    """float32 logits, rows over (data, fsdp) and the vocabulary over tensor."""
+    h_BxTxD = _rows(h_BxTxD)
     if self.lm_head is None:
       embed_VxD = self.embed[...].astype(h_BxTxD.dtype)
-      return jnp.einsum("btd,vd->btv", h_BxTxD, embed_VxD, preferred_element_type=jnp.float32)
-    return self.lm_head(h_BxTxD).astype(jnp.float32)
+      logits_BxTxV = jnp.einsum("btd,vd->btv", h_BxTxD, embed_VxD, preferred_element_type=jnp.float32)
+    else:
+      logits_BxTxV = self.lm_head(h_BxTxD).astype(jnp.float32)
+    return sharding.constrain(logits_BxTxV, ("batch", None, "vocab"))
 
   def __call__(self, tokens_BxT, positions_BxT=None, cache=None, valid_BxT=None):
     h_BxTxD, cache = self.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
