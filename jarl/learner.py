@@ -82,6 +82,10 @@ class AlgoConfig:
   epochs: int = 1
   minibatches: int = 1
   microbatches: int = 1
+  # The update's output head over this many slots at a time (0: all at once). Each chunk's
+  # [rows, chunk, vocab] logits are recomputed in the backward pass, so [rows, slots, vocab]
+  # is never held: the difference between fitting and not at a 150k vocabulary.
+  logits_chunk: int = 0
 
   def __post_init__(self):
     algos.get_advantage(self.advantage)
@@ -90,6 +94,8 @@ class AlgoConfig:
     for name in ("epochs", "minibatches", "microbatches"):
       if getattr(self, name) < 1:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
+    if self.logits_chunk < 0:
+      raise ValueError(f"AlgoConfig.logits_chunk must be >= 0 (0: no chunks), got {self.logits_chunk}")
     object.__setattr__(self, "segment_credit", credit.spec(self.segment_credit))
     if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
       raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
@@ -187,14 +193,37 @@ def skipped_updates(state: TrainState) -> Array:
   return state.opt_state.total_notfinite
 
 
-def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False) -> tuple[Array, Array, Array | None]:
+def in_chunks(fn: Callable, xs: Any, size: int, axis: int, remat: bool = False) -> Any:
+  """fn(xs) computed `size` entries of `axis` at a time (lax.map; every array of xs split along `axis`,
+  the last chunk zero-padded) and put back together along `axis`; fn(xs) at once when one chunk
+  covers it. `remat`: each chunk under jax.checkpoint, so its backward pass recomputes the chunk
+  instead of keeping its intermediates."""
+  n = jax.tree.leaves(xs)[0].shape[axis]
+  if not size or size >= n:
+    return fn(xs)
+  chunks = -(-n // size)
+
+  def split(x):
+    x = jnp.pad(x, [(0, chunks * size - n if d == axis else 0) for d in range(x.ndim)])
+    return jnp.moveaxis(x.reshape(x.shape[:axis] + (chunks, size) + x.shape[axis + 1:]), axis, 0)
+
+  def join(y):
+    y = jnp.moveaxis(y, 0, axis)
+    return jax.lax.slice_in_dim(y.reshape(y.shape[:axis] + (chunks * size,) + y.shape[axis + 2:]), 0, n, axis=axis)
+  out = jax.lax.map(jax.checkpoint(fn) if remat else fn, jax.tree.map(split, xs))
+  return jax.tree.map(join, out)
+
+
+def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
+                    logits_chunk: int = 0) -> tuple[Array, Array, Array | None]:
   """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
 
   The token in slot s was sampled from the logits of the row's last valid slot before s
   (`source_slots`). `slots` (static columns, `Layout.policy_slots`) limits the output
   head to the P slots that can hold sampled tokens; None means every slot (P = T).
   `detach_value`: the value head reads the hidden states through a stop_gradient, so a value
-  loss moves the head only.
+  loss moves the head only. `logits_chunk`: the head `logits_chunk` slots at a time, each chunk
+  recomputed in the backward pass (`AlgoConfig.logits_chunk`).
   """
   tokens_BxT, positions_BxT, valid_BxT = batch["tokens"], batch["positions"], batch["valid"]
   src_BxP = source_slots(valid_BxT)
@@ -203,10 +232,13 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False) ->
     src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
   h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
   h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
-  logits_BxPxV = lm.apply(params, h_BxPxD, method="logits")  # the output head only where tokens were sampled
+
+  def head(h_and_tokens):  # the output head only where tokens were sampled
+    h_BxCxD, tokens_BxC = h_and_tokens
+    return algos.token_logprob_entropy(lm.apply(params, h_BxCxD, method="logits"), tokens_BxC)
+  logp_BxP, entropy_BxP = in_chunks(head, (h_BxPxD, tokens_BxP), logits_chunk, axis=1, remat=True)
   h_value = jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD
   values_BxP = lm.apply(params, h_value, method="value") if lm.kind == "policy_value" else None
-  logp_BxP, entropy_BxP = algos.token_logprob_entropy(logits_BxPxV, tokens_BxP)
   return logp_BxP, entropy_BxP, values_BxP
 
 
@@ -236,7 +268,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
 
   def loss_fn(params, mb, weight):
-    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic)
+    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
+                                                         algo.logits_chunk)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
@@ -283,9 +316,16 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       traj = safety.penalize(traj, lagrange)
       lagrange = safety.dual_step(lagrange, episode_cost_B, algo.cost_budget, algo.lagrange_lr)
       metrics.update(lagrange=state.lagrange, cost_over_budget=episode_cost_B.mean() - algo.cost_budget)
+    B = traj.tokens.shape[0]
+    micro_rows = B // (algo.minibatches * algo.microbatches)
+
+    def forward(params, batch, slots):  # no gradient: one micro-batch of rows at a time, like the update
+      return in_chunks(lambda mb: _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk),
+                       batch, micro_rows, axis=0)
+
     values_BxT = None
     if algo.needs_critic:  # the estimator reads values at every slot
-      values_BxT = jax.lax.stop_gradient(_policy_outputs(lm, state.params, batch, None)[2])
+      values_BxT = jax.lax.stop_gradient(forward(state.params, batch, None)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
     batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size, values_BxT)
     if algo.needs_critic:
@@ -302,10 +342,9 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
     if ref_params is not None:
-      ref_logp_BxP = _policy_outputs(lm, ref_params, batch, policy_slots)[0]
+      ref_logp_BxP = forward(ref_params, batch, policy_slots)[0]
       batch["ref_logprob"] = jnp.where(batch["loss_mask"], ref_logp_BxP, 0.0)
 
-    B = traj.tokens.shape[0]
     if B % algo.minibatches:
       raise ValueError(f"batch of {B} rows does not split into {algo.minibatches} minibatches")
     key = jax.random.fold_in(state.key(), state.step)

@@ -20,8 +20,14 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
                                              + c·2·F with LoRA adapters
                         per layer            b·H·T²·(8 + c)  (float32 scores and probabilities;
                                              model.attention="chunked": b·H·T·4, plus one block's)
-                        + b·T·(c·D + 4·4·V)  (embeddings; float32 logits, log-softmax, ...)
-  full-batch logits   [B, T, V] float32 of the reference / value forward over the whole batch
+                        model.remat="block": per layer only b·T·c·D (the block input), plus one
+                        layer's recomputed activations; "dots": b·T·c·((H + 2K)·Dh + 2D + 2F)
+                        (matmul outputs; per-layer slopes measured exactly under scan_layers, where
+                        XLA:CPU honours remat; unrolled, XLA:CPU keeps everything anyway)
+                        + b·T·c·D + b·T'·4·4·V  (embeddings; float32 logits and their gradients,
+                                             T' = algo.logits_chunk when set, else T)
+  reference logits    [b, T, V] float32 of the reference / value forward (one micro-batch at a time;
+                      algo.logits_chunk slots at a time when set)
 
 (c: compute dtype bytes; H, K, F and V per tensor shard, B and b per data x fsdp shard.)
 The activation constants are fitted to XLA's memory analysis of the compiled gradient
@@ -73,9 +79,9 @@ ADVICE = {  # item -> what shrinks it
                         "mesh.data / mesh.fsdp devices",
     "rollout buffers": "fewer rollout rows or shorter turns",
     "rollout logits": "fewer rollout rows or a shorter prompt",
-    "update activations": "smaller micro-batches (raise algo.microbatches or algo.minibatches) or more "
-                          "mesh.data / mesh.fsdp devices",
-    "full-batch logits": "fewer rollout rows, or algo.kl_coef=0 (the reference forward is not micro-batched)",
+    "update activations": "model.remat='block' (with model.scan_layers), algo.logits_chunk, smaller micro-batches "
+                          "(raise algo.microbatches or algo.minibatches) or more mesh.data / mesh.fsdp devices",
+    "reference logits": "algo.logits_chunk, smaller micro-batches, or algo.kl_coef=0",
 }
 
 
@@ -150,13 +156,13 @@ def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None,
 
 
 def model_fields(section: dict) -> dict:
-  """`model.dtype` (compute and params), `model.param_dtype` (params only), `model.attention` and
-  `model.attention_block` as ModelConfig fields (those the section sets)."""
+  """`model.dtype` (compute and params), `model.param_dtype` (params only) and the other ModelConfig
+  fields that do not change the math (`attention`, `attention_block`, `scan_layers`, `remat`) that the
+  section sets."""
   dtype = section.get("dtype")
-  param_dtype = section.get("param_dtype") or dtype
-  fields = dict(dtype=dtype, param_dtype=param_dtype, attention=section.get("attention"),
-                attention_block=section.get("attention_block"))
-  return {k: v for k, v in fields.items() if v}
+  fields = dict(dtype=dtype, param_dtype=section.get("param_dtype") or dtype,
+                **{k: section.get(k) for k in ("attention", "attention_block", "scan_layers", "remat")})
+  return {k: v for k, v in fields.items() if v is not None}
 
 
 def preset_config(section) -> models.ModelConfig:
@@ -211,7 +217,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   """The memory plan of a `jarl train` config (see the module docstring for what is counted)."""
   section = dict(config.get("plan") or {})
   cfg = model_config(config.model)
-  algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches")
+  algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches",
+                                                          "logits_chunk")
                                if k in config.algo})
   adapters = models.LoRAConfig(**dict(config.model.get("lora") or {}))
   kind = "policy_value" if algo.needs_critic else "lm"
@@ -254,8 +261,13 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
 
   per_token = c * (3 * (H + K) * Dh + 5 * F + (2 * F if adapters.rank else 0)) + 6 * 4 * D
   per_layer = micro * T * per_token + kept_scores
-  activations = L * per_layer + block_scores + micro * T * (c * D + 4 * 4 * V // tensor)
-  full_batch = rows * T * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
+  # what the backward pass keeps of each layer; with remat, one layer's recomputed activations on top
+  kept = {"none": per_layer, "block": micro * T * c * D,
+          "dots": micro * T * c * ((H + 2 * K) * Dh + 2 * D + 2 * F)}[cfg.remat]
+  head_slots = min(algo.logits_chunk or T, T)  # the output head's slots at a time
+  activations = (L * kept + (per_layer if cfg.remat != "none" else 0) + block_scores
+                 + micro * T * c * D + micro * head_slots * 4 * 4 * V // tensor)
+  ref_logits = micro * head_slots * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
   n_params, n_trained = _count(shapes), _count(trainable)
   items = (
@@ -272,8 +284,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),
       Item("update activations", activations, "update", f"per micro-batch of {micro} rows x {T} slots (estimate)"),
-      Item("full-batch logits", full_batch, "update",
-           f"[{rows}, {T}, V] float32, reference / value forward" if full_batch else "none (no KL, no critic)"),
+      Item("reference logits", ref_logits, "update",
+           f"[{micro}, {head_slots}, V] float32, reference / value forward" if ref_logits else "none (no KL, no critic)"),
   )
   memory, source = device_memory(device or section.get("device", ""),
                                  device_memory_gb or section.get("device_memory_gb", 0.0))

@@ -46,7 +46,7 @@ def test_small_preset_by_hand():
   assert p["rollout buffers"] == B * T * (6 * 4 + 2)  # six 4-byte buffers, two bool
   assert p.peak == sum(p[n] for n in ("params", "optimizer state", "reference params", "rollout buffers")) + max(
       p["rollout KV cache"] + p["rollout logits"],
-      p["gradients"] + p["update activations"] + p["full-batch logits"])
+      p["gradients"] + p["update activations"] + p["reference logits"])
   assert p.fits is None  # CPU: device memory unknown unless given
   assert "DOES NOT FIT" in plan.plan(c, device_memory_gb=0.1).table()
 
@@ -76,6 +76,34 @@ def test_chunked_attention_plans_one_block_of_scores():
       L * b * H * T * T * (8 + 4) - L * b * H * T * 4 - b * H * 64 * 64 * (8 + 4))
   assert chunked["rollout logits"] < full["rollout logits"]
   assert all(chunked[n] == full[n] for n in ("params", "optimizer state", "rollout KV cache", "rollout buffers"))
+
+
+def test_block_remat_keeps_one_residual_per_layer_and_scan_keeps_the_cache_size():
+  """model.remat="block": each added layer costs only its input (b x T x D floats); the layer scan changes
+  no plan item (the stacked cache and params hold the same bytes)."""
+  def update(n_layers, **model):
+    c = _config()
+    c.model = ConfigDict(dict(preset="small", overrides=dict(n_layers=n_layers), **model))
+    return plan.plan(c)
+  c = _config()
+  b = c.rollout.n_tasks * c.rollout.group_size // (c.algo.minibatches * c.algo.microbatches)
+  T = _slots(c)
+  remat = [update(n, remat="block", scan_layers=True)["update activations"] for n in (4, 8)]
+  assert remat[1] - remat[0] == 4 * b * T * 4 * D
+  full = [update(n)["update activations"] for n in (4, 8)]
+  assert full[1] - full[0] > 20 * (remat[1] - remat[0])
+  scanned, unrolled = update(8, scan_layers=True), update(8)
+  assert all(scanned[n] == unrolled[n] for n in ("params", "optimizer state", "rollout KV cache", "update activations"))
+
+
+def test_logits_chunk_shrinks_the_head_and_reference_logits():
+  c = _config()
+  c.algo.logits_chunk = 16
+  chunked, full = plan.plan(c), plan.plan(_config())
+  T = _slots(c)
+  b = c.rollout.n_tasks * c.rollout.group_size // (c.algo.minibatches * c.algo.microbatches)
+  assert full["reference logits"] == b * T * V * 4 and chunked["reference logits"] == b * 16 * V * 4
+  assert full["update activations"] - chunked["update activations"] == b * (T - 16) * 16 * V
 
 
 def test_fsdp_divides_the_params_and_rows():
