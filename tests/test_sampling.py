@@ -245,3 +245,20 @@ def test_greedy_equals_transformers_generate(tmp_path):
   out = jax.device_get(sampling.make_generate(lm, cfg, prompt_BxP.shape[1])(
       lm.params, prompt_BxP, valid_BxP, jax.random.key(0)))
   np.testing.assert_array_equal(out.tokens_BxN[:, :want.shape[1]], want)
+
+
+def test_generate_command_says_random_weights_give_noise(capsys):
+  """`jarl generate` on its defaults (no checkpoint) says the text is noise and how to get real text, then
+  prints the samples and the speed."""
+  import importlib.util
+  import os
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", "generate.py")
+  spec = importlib.util.spec_from_file_location("generate_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config()
+  config.num_samples, config.max_new_tokens = jax.device_count(), 4  # one row per (fake) device
+  sampling.main(config)
+  out = capsys.readouterr().out
+  assert "randomly initialised 'tiny' model" in out and "package:smollm2-135m-instruct" in out
+  assert out.count("--- sample ") == jax.device_count() and "tokens/s" in out
