@@ -241,7 +241,7 @@ def _assemble(cfg: ModelConfig, expected: dict, read, mesh: Mesh | None, kind: s
   """The handle from `read(name)`, each `expected` tensor as its HF array (a Linear weight [out, in]);
   a tensor with a NaN or inf is refused, naming `where` (the checkpoint) and the tensor."""
   shapes, params = abstract(cfg.replace(scan_layers=False))[1], {}  # HF's layout: one entry per layer
-  stacked = abstract(cfg)[1]
+  stacked = abstract(cfg)[1] if cfg.scan_layers else None
   for name, (param_path, _, transposed) in expected.items():
     w = read(name)
     if not np.isfinite(w).all():
