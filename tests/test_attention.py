@@ -1,6 +1,8 @@
 """Attention implementations (jarl/models/attention.py): "chunked" computes what "xla" computes, values and
 gradients, over left padding, idle slots, caches filled to a cursor, GQA and qwen3's head_dim, with blocks
-that do not divide the lengths; and it never holds a [T, S] score matrix."""
+that do not divide the lengths; and it never holds a [T, S] score matrix. "splash" (Pallas' interpreter
+off TPU) and the arguments "cudnn" hands to jax.nn.dot_product_attention give the same on every real
+token; cudnn itself runs only where a GPU is."""
 
 import dataclasses
 
@@ -9,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jarl import models
+from jarl import models, sharding
 from jarl.models import attention
 from jarl.models.transformer import KVCache
 
@@ -115,3 +117,91 @@ def test_chunked_never_holds_the_score_matrix():
   scores = B * H * T * T * 4
   assert temp_bytes("xla") >= scores
   assert temp_bytes("chunked") < scores / 5
+
+
+def from_start(B, T, H, K, Dh, seed=0):
+  q, k, v, mask = inputs(B, T, T, H, K, Dh, 0, seed)
+  return q, k, v, attention.Mask(mask.key_valid_BxS, mask.q_slot_T, from_start=True)
+
+
+def assert_same_on_real_tokens(impl, q, k, v, mask, block, atol=1e-5):
+  """Values on real tokens, and gradients of a loss that reads only real tokens, equal xla's."""
+  scale = q.shape[-1] ** -0.5
+  real_BxT = np.asarray(mask.key_valid_BxS)
+  w = jax.random.normal(jax.random.key(3), q.shape) * real_BxT[:, :, None, None]
+
+  def out(i, q, k, v):
+    return attention.attend(i, q, k, v, mask, scale, block)
+
+  want, got = (jax.jit(lambda q, k, v, i=i: out(i, q, k, v))(q, k, v) for i in ("xla", impl))
+  np.testing.assert_allclose(np.asarray(got)[real_BxT], np.asarray(want)[real_BxT], atol=atol, rtol=atol)
+  want_g, got_g = (jax.jit(jax.grad(lambda q, k, v, i=i: jnp.sum(out(i, q, k, v) * w), argnums=(0, 1, 2)))(q, k, v)
+                   for i in ("xla", impl))
+  for name, a, b in zip("qkv", got_g, want_g):
+    np.testing.assert_allclose(a, b, atol=atol, rtol=atol, err_msg=name)
+
+
+@pytest.mark.parametrize("B,T,H,K,Dh,block", [(2, 13, 4, 2, 16, 128),  # one padded block, GQA
+                                              (1, 200, 2, 1, 64, 128)])  # two blocks, MQA, padded tail
+def test_splash_equals_xla_on_real_tokens(B, T, H, K, Dh, block):
+  assert_same_on_real_tokens("splash", *from_start(B, T, H, K, Dh), block)
+
+
+def test_splash_rows_over_the_mesh():
+  """Under an 8-device activation mesh the kernel runs on each device's rows (shard_map) and still agrees."""
+  q, k, v, mask = from_start(8, 9, 2, 1, 16)
+  with sharding.activations_on(sharding.make_mesh(data=8)):
+    assert_same_on_real_tokens("splash", q, k, v, mask, 128)
+
+
+def test_cudnn_arguments_are_the_slot_mask():
+  """What "cudnn" hands jax.nn.dot_product_attention (cache layouts transposed, the dense slot mask, the
+  scale), run by XLA's implementation, is exactly "xla"; everywhere, padding and idle slots included."""
+  q, k, v, mask = from_start(2, 13, 4, 2, 16)
+  got = attention.dense_kernel(q, k, v, mask, 0.25, "xla")
+  np.testing.assert_allclose(got, attention.xla(q, k, v, mask, 0.25), atol=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs an NVIDIA GPU")
+def test_cudnn_equals_xla_on_gpu():
+  q, k, v, mask = (x.astype(jnp.bfloat16) if x.dtype == jnp.float32 else x for x in from_start(2, 64, 4, 2, 64))
+  mask = from_start(2, 64, 4, 2, 64)[3]
+  assert_same_on_real_tokens("cudnn", q, k, v, mask, 512, atol=2e-2)
+
+
+@pytest.mark.parametrize("impl", ["cudnn", "splash"])
+def test_kernels_hand_cached_forwards_to_chunked(impl):
+  """Prefill at a cursor and decode (not from slot 0) are chunked's: identical outputs."""
+  q, k, v, mask = inputs(2, 3, 19, 4, 2, 16, 5)
+  np.testing.assert_array_equal(attention.attend(impl, q, k, v, mask, 0.25, 4),
+                                attention.attend("chunked", q, k, v, mask, 0.25, 4))
+
+
+def test_auto_chooses_by_backend():
+  assert attention.choose("tpu", jnp.float32, 4096, 512) == "splash"
+  assert attention.choose("gpu", jnp.bfloat16, 4096, 512) == "cudnn"
+  assert attention.choose("gpu", jnp.float32, 4096, 512) == "chunked"  # cuDNN has no f32 flash attention
+  assert attention.choose("cpu", jnp.float32, 4096, 512) == "chunked"
+  assert attention.choose("cpu", jnp.float32, 256, 512) == "xla"  # one block: nothing to chunk
+  with pytest.raises(ValueError, match='attention="cudnn" needs dtype'):
+    models.preset("tiny", attention="cudnn")
+
+
+def test_model_gradients_under_splash_and_auto():
+  """The whole model's training forward and gradient under "splash" and "auto" equal "xla"'s on real tokens."""
+  cfg = models.preset("tiny", n_layers=2, d_model=64, n_heads=4, n_kv_heads=2, mlp_dim=96)
+  tokens = jax.random.randint(jax.random.key(2), (2, 11), 0, cfg.vocab_size)
+  valid = jnp.ones((2, 11), bool).at[0, :4].set(False).at[1, 6].set(False)
+
+  def loss(params, lm):
+    logits, _ = lm.apply(params, tokens, None, None, valid)
+    logp = jax.nn.log_softmax(logits[:, :-1])
+    return -jnp.sum(jnp.take_along_axis(logp, tokens[:, 1:, None], -1)[..., 0] * valid[:, 1:] * valid[:, :-1])
+
+  grads = {}
+  for impl in ("xla", "splash", "auto"):
+    lm = models.create(dataclasses.replace(cfg, attention=impl, attention_block=128), seed=0)
+    grads[impl] = jax.jit(jax.grad(lambda p, lm=lm: loss(p, lm)))(lm.params)
+  for impl in ("splash", "auto"):
+    for a, b in zip(jax.tree.leaves(grads[impl]), jax.tree.leaves(grads["xla"]), strict=True):
+      np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4, err_msg=impl)

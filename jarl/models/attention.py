@@ -11,7 +11,19 @@ slot. So a [B, T, S] mask is built only by the implementation that wants one.
            inside, over key blocks up to the block's last query slot (causal blocks and the cache's
            unfilled tail are never read), so memory is O(block_q x block_k) scores, not T x S. A
            custom VJP recomputes the scores block by block in the backward pass and keeps only the
-           output and the log-sum-exp. Runs on any backend.
+           output and the log-sum-exp. Runs on any backend. Decode reads only the filled key blocks.
+  cudnn    `jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused flash attention on
+           NVIDIA GPUs (bfloat16 / float16 only), the slot mask passed as a dense [B, 1, T, T] mask
+           (T x T per row in the compute dtype; the scores are never held).
+  splash   the Pallas TPU splash-attention kernel: a causal mask and segment ids (1 for real tokens,
+           0 for padding and idle slots), one kernel per kv head (MQA form), rows mapped over the
+           mesh's batch axes. Off TPU it runs in Pallas' interpreter (correct, slow: for tests).
+  auto     by backend: splash on TPU, cudnn on GPU in 16-bit, else chunked when the keys span more
+           than one block, xla otherwise.
+
+cudnn and splash serve forwards that start from slot 0 with no cache (the update, scoring and reward
+forwards: `Mask.from_start`), where the memory is; forwards into a KV cache (prefill at a cursor,
+decode) go to chunked, which reads only the cache's filled blocks.
 """
 
 from __future__ import annotations
@@ -23,6 +35,8 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from jarl import sharding
+
 Array = jax.Array
 
 
@@ -30,6 +44,7 @@ Array = jax.Array
 class Mask:
   key_valid_BxS: Array  # bool: the key slot holds a real token
   q_slot_T: Array  # int32: each query's slot in the key sequence
+  from_start: bool = flax.struct.field(pytree_node=False, default=False)  # queries are slots 0..T-1 of T keys
 
   def dense(self) -> Array:
     """Boolean [B, 1, T, S]: slot-causal over valid keys, plus the diagonal."""
@@ -69,7 +84,78 @@ def chunked(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block:
   return _ungrouped(out_BxKxGxTxDh)
 
 
-IMPLEMENTATIONS: dict[str, Callable] = {"xla": xla, "chunked": chunked}
+def dense_kernel(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, implementation: str) -> Array:
+  """`jax.nn.dot_product_attention` over the cache's layouts with the dense slot mask."""
+  dtype = q_BxTxHxDh.dtype
+  return jax.nn.dot_product_attention(
+      q_BxTxHxDh, k_BxKxDhxS.transpose(0, 3, 1, 2).astype(dtype), v_BxKxSxDh.transpose(0, 2, 1, 3).astype(dtype),
+      mask=mask.dense(), scale=scale, implementation=implementation)
+
+
+def cudnn(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block: int = 512) -> Array:
+  """cuDNN flash attention for forwards from slot 0; chunked for forwards into a cache."""
+  if not mask.from_start:
+    return chunked(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask, scale, block)
+  return dense_kernel(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask, scale, "cudnn")
+
+
+SPLASH_LANES = 128  # splash blocks are multiples of this
+
+
+@functools.lru_cache(maxsize=None)
+def _splash_kernel(heads: int, T: int, block: int, interpret: bool):
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernel_lib
+  from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as mask_lib
+  sizes = kernel_lib.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                                block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block,
+                                block_kv_dq=block)
+  causal = mask_lib.MultiHeadMask([mask_lib.CausalMask((T, T)) for _ in range(heads)])
+  with jax.ensure_compile_time_eval():  # the kernel's block tables are constants, not values of a trace
+    kernel = kernel_lib.make_splash_mqa(causal, block_sizes=sizes, head_shards=1, q_seq_shards=1,
+                                        interpret=interpret)
+  return lambda q_GxTxDh, k_TxDh, v_TxDh, seg_T: kernel(q_GxTxDh, k_TxDh, v_TxDh,
+                                                       segment_ids=kernel_lib.SegmentIds(seg_T, seg_T))
+
+
+def splash(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block: int = 512) -> Array:
+  """Splash attention for forwards from slot 0 (T padded to whole blocks); chunked for forwards into a cache.
+
+  A real token sees the real tokens at or before it (causal mask and equal segment ids); a padding or
+  idle slot sees the padding before it instead of only itself, which changes only outputs nothing reads."""
+  if not mask.from_start:
+    return chunked(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask, scale, block)
+  B, T, H, Dh = q_BxTxHxDh.shape
+  K = k_BxKxDhxS.shape[1]
+  size = max(SPLASH_LANES, min(block, -(-T // SPLASH_LANES) * SPLASH_LANES) // SPLASH_LANES * SPLASH_LANES)
+  Tp = -(-T // size) * size
+  pad = lambda x, axis: jnp.pad(x, [(0, Tp - T) if a == axis else (0, 0) for a in range(x.ndim)])
+  dtype = q_BxTxHxDh.dtype
+  q_BxKxGxTxDh = pad(_grouped(q_BxTxHxDh * jnp.asarray(scale, dtype), K), 3)
+  k_BxKxTxDh = pad(k_BxKxDhxS.transpose(0, 1, 3, 2).astype(dtype), 2)
+  v_BxKxTxDh = pad(v_BxKxSxDh.astype(dtype), 2)
+  seg_BxT = pad(mask.key_valid_BxS.astype(jnp.int32), 1)
+  kernel = _splash_kernel(H // K, Tp, size, jax.default_backend() != "tpu")
+  per_kv_head = jax.vmap(kernel, in_axes=(0, 0, 0, None))
+  out_BxKxGxTxDh = sharding.over_rows(jax.vmap(per_kv_head), q_BxKxGxTxDh, k_BxKxTxDh, v_BxKxTxDh, seg_BxT)
+  return _ungrouped(out_BxKxGxTxDh[:, :, :, :T])
+
+
+def auto(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block: int = 512) -> Array:
+  """The backend's best: splash on TPU, cudnn on GPU in 16-bit, else chunked past one block, else xla."""
+  return IMPLEMENTATIONS[choose(jax.default_backend(), q_BxTxHxDh.dtype, k_BxKxDhxS.shape[3], block)](
+      q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask, scale, block)
+
+
+def choose(backend: str, dtype, S: int, block: int) -> str:
+  if backend == "tpu":
+    return "splash"
+  if backend == "gpu" and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16):
+    return "cudnn"
+  return "chunked" if S > block else "xla"
+
+
+IMPLEMENTATIONS: dict[str, Callable] = {"xla": xla, "chunked": chunked, "cudnn": cudnn, "splash": splash,
+                                        "auto": auto}
 
 
 def attend(name: str, q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block: int) -> Array:

@@ -22,7 +22,7 @@ import numpy as np
 
 FAMILIES = ("llama", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
-ATTENTION = ("xla", "chunked")  # the keys of jarl.models.attention.IMPLEMENTATIONS
+ATTENTION = ("xla", "chunked", "cudnn", "splash", "auto")  # the keys of jarl.models.attention.IMPLEMENTATIONS
 REMAT = ("none", "block", "dots")  # the keys of jarl.models.transformer.REMAT_POLICIES
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -52,7 +52,7 @@ class ModelConfig:
   dtype: str = "float32"  # compute dtype
   param_dtype: str = "float32"
   attention: str = "xla"  # the implementation (jarl/models/attention.py): how, not what, is computed
-  attention_block: int = 512  # "chunked": queries and keys per block
+  attention_block: int = 512  # "chunked" / "splash": queries and keys per block (splash: a multiple of 128)
   # How the layers run: a Python loop, or one lax.scan over stacked layer params (compile time
   # independent of depth; params["layers"] then holds each leaf stacked [n_layers, ...]).
   scan_layers: bool = False
@@ -77,6 +77,8 @@ class ModelConfig:
       errors.append(f"n_heads={self.n_heads} is not a multiple of n_kv_heads={self.n_kv_heads}")
     if self.attention not in ATTENTION:
       errors.append(f"attention={self.attention!r} (supported: {ATTENTION})")
+    if self.attention == "cudnn" and self.dtype == "float32":
+      errors.append('attention="cudnn" needs dtype "bfloat16" or "float16" (cuDNN has no float32 flash attention)')
     if self.remat not in REMAT:
       errors.append(f"remat={self.remat!r} (supported: {REMAT})")
     if self.attention_block < 1:

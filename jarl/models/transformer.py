@@ -250,7 +250,7 @@ def attention_mask(valid_BxT: Array, cache: KVCache | None) -> attention.Mask:
   """Which key slots hold real tokens (the cache's, with these T written at its cursor) and each query's slot."""
   T = valid_BxT.shape[1]
   if cache is None:
-    return attention.Mask(valid_BxT, jnp.arange(T))
+    return attention.Mask(valid_BxT, jnp.arange(T), from_start=True)
   key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT, (0, cache.index))
   return attention.Mask(key_valid_BxS, cache.index + jnp.arange(T))
 
