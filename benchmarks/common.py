@@ -12,12 +12,9 @@ the same run, because a shared machine's speed changes from minute to minute.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import importlib.util
 import json
-import os
 import pathlib
-import platform
 import statistics
 import time
 from typing import Callable, Sequence
@@ -25,40 +22,16 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
+import jarl.machine
+
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
-PACKAGES = ("jax", "jaxlib", "flax", "numpy", "torch", "transformers", "google-tunix")
-ENV = ("XLA_FLAGS", "JAX_PLATFORMS", "OMP_NUM_THREADS", "OMP_WAIT_POLICY")  # settings that change the speed
-
-
-def _cpu_name() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
-def _version(package: str) -> str | None:
-  try:
-    return importlib.metadata.version(package)
-  except importlib.metadata.PackageNotFoundError:
-    return None
+PACKAGES = jarl.machine.PACKAGES + ("torch", "transformers", "google-tunix")
 
 
 def machine_info() -> dict:
-  """What the numbers were measured on, including the load average when the run started."""
-  return {
-      "cpu": _cpu_name(),
-      "cores": os.cpu_count(),
-      "devices": [str(d) for d in jax.devices()],
-      "platform": platform.platform(),
-      "python": platform.python_version(),
-      "versions": {p: v for p in PACKAGES if (v := _version(p))},
-      "env": {k: os.environ[k] for k in ENV if k in os.environ},
-      "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-  }
+  """What the numbers were measured on (`jarl.machine.info` with the benchmarks' packages), including the
+  load average when the run started."""
+  return jarl.machine.info(PACKAGES)
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 """One validation pass over a run config before any work: every problem at once, each naming
 the key, its value and what is allowed.
 
-    config_check.check(config)       # ValueError listing every bad field, or None
+    config_check.check(config)       # ConfigError listing every bad field, or None
 
 Types come from the dataclasses the sections become (AgentConfig, AlgoConfig, OptimConfig,
 SamplingConfig: their annotations), ranges from RANGES, and the relations between fields
@@ -21,6 +21,12 @@ import ml_collections
 from jarl import learner
 from jarl.agent import AgentConfig
 from jarl.sampling import SamplingConfig
+
+
+class ConfigError(ValueError):
+  """A config jarl refuses; the message names the field and what to change (`jarl` prints it alone,
+  without a traceback)."""
+
 
 SECTIONS = {"agent": AgentConfig, "algo": learner.AlgoConfig, "optim": learner.OptimConfig, "sampling": SamplingConfig}
 
@@ -137,7 +143,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def check(config: ml_collections.ConfigDict) -> None:
-  """Raise one ValueError naming every problem of the config (nothing has started yet)."""
+  """Raise one ConfigError naming every problem of the config (nothing has started yet)."""
   found = problems(config)
   if found:
-    raise ValueError(f"the config has {len(found)} problem(s):\n  " + "\n  ".join(found))
+    raise ConfigError(f"the config has {len(found)} problem(s):\n  " + "\n  ".join(found))

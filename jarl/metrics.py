@@ -1,7 +1,8 @@
 """Metric writers (JSONL, TensorBoard, optional W&B) and the end-of-run plot.
 
 Only process 0 writes; every process calls `write` (reading global arrays back is
-collective). Every record is one JSON line {"step": int, **scalars}.
+collective). Every record is one JSON line {"step": int, **scalars}; the warm start's
+(`sft/*`) at steps <= 0.
 """
 
 from __future__ import annotations
@@ -11,11 +12,23 @@ import logging
 import pathlib
 from typing import Iterable, Mapping
 
+import numpy as np
+
 from jarl import distributed
 
 log = logging.getLogger(__name__)
 
-PLOT_KEYS = ("episode/return", "episode/success", "eval/success", "policy/entropy", "policy/kl")
+PLOT_KEYS = ("sft/loss", "episode/return", "episode/success", "eval/success", "policy/entropy", "policy/kl")
+# Means over the tokens an update trained on: a step that trained on none (every group filtered
+# out, `policy/trained_tokens` 0) logs them as 0, which means nothing.
+PER_TOKEN_KEYS = ("policy/entropy", "policy/kl", "policy/clip_fraction", "policy/dual_clip_fraction",
+                  "policy/approx_kl", "policy/ratio_mean", "policy/value_loss", "policy/value_clip_fraction")
+
+
+def defined(record: Mapping, key: str) -> bool:
+  """Whether `record[key]` means something: a per-token mean needs a trained token (older records,
+  without `policy/trained_tokens`, are taken as they are)."""
+  return key in record and (key not in PER_TOKEN_KEYS or record.get("policy/trained_tokens", 1) > 0)
 
 
 def scalars(tree: Mapping) -> dict[str, float]:
@@ -91,21 +104,57 @@ def read_jsonl(path: str | pathlib.Path) -> list[dict]:
   return records
 
 
-def plot(records: Iterable[dict], out_png: str | pathlib.Path, keys: Iterable[str] = PLOT_KEYS) -> pathlib.Path:
-  """A PNG with one panel per key (the ones present in the records) over steps."""
+def panels(records: Iterable[dict], keys: Iterable[str] = PLOT_KEYS) -> list[tuple[list[str], list[tuple]]]:
+  """(names, [(step, value), ...]) per panel: each key with a defined value in the records, in
+  `keys` order; keys whose series are identical (return and success on a 0/1-reward env) share
+  one panel."""
+  records, out = list(records), []
+  for key in keys:
+    points = [(r["step"], r[key]) for r in records if defined(r, key)]
+    same = next((names for names, other in out if other == points), None)
+    if same is not None:
+      same.append(key)
+    elif points:
+      out.append(([key], points))
+  return out
+
+
+def smooth(values: Iterable[float], window: int) -> np.ndarray:
+  """Centred moving average over `window` points (fewer at the ends)."""
+  values, ones = np.asarray(list(values), float), np.ones(window)
+  return np.convolve(values, ones, "same") / np.convolve(np.ones_like(values), ones, "same")
+
+
+def figure(records: Iterable[dict], keys: Iterable[str] = PLOT_KEYS, title: str = ""):
+  """A matplotlib figure with one panel per `panels` entry over steps: the raw values faint, a
+  moving average over a tenth of the points on top (series of 20 points or more)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  records = list(records)
-  keys = [k for k in keys if any(k in r for r in records)]
-  fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4 * max(1, len(keys)), 3.2), squeeze=False)
-  for ax, key in zip(axes[0], keys):
-    points = [(r["step"], r[key]) for r in records if key in r]
-    ax.plot(*zip(*points), marker="." if len(points) < 30 else None)
-    ax.set_title(key)
+  found = panels(records, keys)
+  fig, axes = plt.subplots(1, max(1, len(found)), figsize=(4 * max(1, len(found)), 3.4), squeeze=False)
+  for ax, (names, points) in zip(axes[0], found):
+    steps, values = zip(*points)
+    window = len(points) // 10 | 1  # odd: centred
+    if window > 1:
+      ax.plot(steps, values, color="C0", alpha=0.25, linewidth=1)
+      ax.plot(steps, smooth(values, window), color="C0")
+    else:
+      ax.plot(steps, values, color="C0", marker=".")
+    ax.set_title(" = ".join(names), fontsize=10)
     ax.set_xlabel("step")
     ax.grid(alpha=0.3)
+  fig.suptitle(title)
   fig.tight_layout()
+  return fig
+
+
+def plot(records: Iterable[dict], out_png: str | pathlib.Path, keys: Iterable[str] = PLOT_KEYS,
+         title: str | None = None) -> pathlib.Path:
+  """`figure(records, keys, title)` as a PNG; the title defaults to the run's name (the PNG's folder)."""
+  import matplotlib.pyplot as plt
+  out_png = pathlib.Path(out_png)
+  fig = figure(records, keys, out_png.resolve().parent.name if title is None else title)
   fig.savefig(out_png, dpi=100)
   plt.close(fig)
-  return pathlib.Path(out_png)
+  return out_png

@@ -6,8 +6,8 @@ Stages: optional supervised warm start on the env's expert traces; greedy evalua
 on held-out tasks (their own seed stream) before RL; RL iterations (rollout + update,
 one jit each) with periodic evaluation; a final evaluation. Writes to `workdir`:
 metrics.jsonl, tensorboard/, checkpoints/ (latest N + best by eval success),
-curves.png, samples.txt (decoded eval episodes), summary.json (config, steps, wall
-time, held-out success and return before RL and at the end). `resume=True`
+curves.png, samples.txt (decoded eval episodes), summary.json (config, machine and library
+versions, steps, wall time, held-out success and return before RL and at the end). `resume=True`
 continues from the latest checkpoint and reproduces the metrics an uninterrupted
 run would have written; SIGTERM saves a checkpoint before exiting.
 
@@ -31,11 +31,12 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import config_check, distributed, envs, learner, models, plan, planning, reward_model, sharding
+from jarl import config_check, distributed, envs, learner, machine, models, plan, planning, reward_model, sharding
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
-from jarl.metrics import MetricsWriter, plot, read_jsonl
+from jarl.config_check import ConfigError
+from jarl.metrics import MetricsWriter, defined, plot, read_jsonl
 from jarl.rollout import make_collect
 from jarl.sampling import SamplingConfig, vocab_limit
 from jarl.sft import expert_batch
@@ -67,7 +68,7 @@ def _dataclass(cls, section: ml_collections.ConfigDict | dict, **extra):
   values = dict(section)
   unknown = sorted(set(values) - fields)
   if unknown:
-    raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid: {sorted(fields)}")
+    raise ConfigError(f"unknown {cls.__name__} keys {unknown}; valid: {sorted(fields)}")
   for key, value in values.items():
     if isinstance(value, (dict, ml_collections.ConfigDict)):
       values[key] = tuple(sorted(dict(value).items()))
@@ -76,14 +77,14 @@ def _dataclass(cls, section: ml_collections.ConfigDict | dict, **extra):
 
 def load_pretrained(model_cfg: dict, mesh) -> models.LM:
   """`model.hf_path`'s weights in `model.param_dtype` (else `model.dtype`), computing in `model.dtype`;
-  with `model.preset` too, a ValueError naming every field where the checkpoint differs from it."""
+  with `model.preset` too, a ConfigError naming every field where the checkpoint differs from it."""
   lm = models.from_pretrained(model_cfg["hf_path"], mesh=mesh, **plan.model_fields(model_cfg))
   if model_cfg.get("preset"):
     wrong = models.config.differences(plan.preset_config(model_cfg), lm.config)
     if wrong:
-      raise ValueError(f"model.hf_path={model_cfg['hf_path']!r} is not the architecture of model.preset="
-                       f"{model_cfg['preset']!r} (that `jarl plan` planned with); preset vs checkpoint: "
-                       + "; ".join(wrong) + ". Fix or drop model.preset.")
+      raise ConfigError(f"model.hf_path={model_cfg['hf_path']!r} is not the architecture of model.preset="
+                        f"{model_cfg['preset']!r} (that `jarl plan` planned with); preset vs checkpoint: "
+                        + "; ".join(wrong) + ". Fix or drop model.preset.")
   return lm
 
 
@@ -91,10 +92,11 @@ def build(config: ml_collections.ConfigDict) -> Run:
   """Everything a run needs, from the config (errors for bad names come from here)."""
   tokenizer = load_tokenizer(config.tokenizer)
   env, eval_env = (envs.make(config.env.name, tokenizer=tokenizer, guard=config.env.get("guard", False), split=split,
-                             **dict(config.env.kwargs)) for split in ("train", "eval"))
+                             module=config.env.get("module", ""), **dict(config.env.kwargs))
+                   for split in ("train", "eval"))
   if config.sft.steps and not isinstance(env, envs.TextEnv):
-    raise ValueError(f"sft.steps={config.sft.steps}: the warm start replays expert episodes, which host env "
-                     f"{config.env.name!r} has none of; set sft.steps=0")
+    raise ConfigError(f"sft.steps={config.sft.steps}: the warm start replays expert episodes, which host env "
+                      f"{config.env.name!r} has none of; set sft.steps=0")
   agent = _dataclass(AgentConfig, config.agent)
   algo = _dataclass(learner.AlgoConfig, config.algo)
   optim = _dataclass(learner.OptimConfig, config.optim, total_steps=config.train.steps)
@@ -107,11 +109,11 @@ def build(config: ml_collections.ConfigDict) -> Run:
     lm = models.create(plan.preset_config(model_cfg), seed=config.seed, mesh=mesh)
   layout = make_layout(agent, env)
   if layout.total_len > lm.config.max_seq_len:
-    raise ValueError(f"an episode takes {layout.total_len} token slots (instructions, {env.max_turns} turns of "
-                     f"observation and agent budgets), more than the model's max_seq_len={lm.config.max_seq_len}; "
-                     "lower env.kwargs.max_turns, the obs/action lengths or the agent budgets")
+    raise ConfigError(f"an episode takes {layout.total_len} token slots (instructions, {env.max_turns} turns of "
+                      f"observation and agent budgets), more than the model's max_seq_len={lm.config.max_seq_len}; "
+                      "lower env.kwargs.max_turns, the obs/action lengths or the agent budgets")
   if lm.config.vocab_size < tokenizer.vocab_size:
-    raise ValueError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
+    raise ConfigError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
   if not sampling.vocab_limit:  # never draw the model's padded rows beyond the tokenizer's ids
     sampling = dataclasses.replace(sampling, vocab_limit=vocab_limit(lm, tokenizer))
   if algo.needs_critic:
@@ -156,12 +158,17 @@ def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
   opt_state = jax.jit(learner.make_optimizer(optim).init, out_shardings=shardings.opt_state)(
       models.lora.split(run.lm, params)[0])
   rng = np.random.default_rng(run.config.seed)  # the same global batches on every process
-  for i in tqdm(range(cfg.steps), desc="sft", leave=False, disable=not distributed.is_main()):
+  bar = tqdm(total=cfg.steps, desc="sft", leave=False, disable=not distributed.is_main())
+  for i in range(cfg.steps):
     pick = rng.choice(cfg.episodes, size=cfg.batch_size, replace=False)
     batch = sharding.shard_batch({k: v[pick] for k, v in data.items()}, run.mesh)
     params, opt_state, metrics = step_fn(params, opt_state, batch)
     if (i + 1) % max(cfg.steps // 20, 1) == 0 or i + 1 == cfg.steps:
       writer.write(i + 1 - cfg.steps, metrics)  # SFT steps are logged at steps <= 0
+    bar.update()
+    if i == 0:  # it compiled the step: the ETA counts the steps after it
+      _restart_clock(bar)
+  bar.close()
   return models.lora.fold(run.lm, params)  # with LoRA the warm-started policy becomes the base (KL reference)
 
 
@@ -170,7 +177,7 @@ def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bo
   True when the run resumes from a checkpoint: --resume of a run stopped before its first save
   (killed during the warm start) starts it over, with a warning."""
   if resume and overwrite:
-    raise ValueError("pass either resume or overwrite, not both")
+    raise ConfigError("pass either resume or overwrite, not both")
   if resume and not workdir.exists():
     raise FileNotFoundError(f"--resume: no run directory {workdir}")
   saved = workdir / "checkpoints" / "latest"
@@ -191,12 +198,32 @@ def _prepare_workdir(workdir: pathlib.Path, resume: bool, overwrite: bool) -> bo
   return resume and not overwrite
 
 
+BAR_KEYS = ("episode/return", "episode/success", "policy/entropy", "policy/kl")
+
+
+def progress_postfix(flat: dict, filtering: bool) -> dict[str, str]:
+  """The progress bar's numbers for one step: BAR_KEYS, with "—" for a per-token mean when the step
+  trained on no token, and with zero-variance filtering the fraction of groups filtered out."""
+  out = {k.split("/")[-1]: f"{flat[k]:.3g}" if defined(flat, k) else "—" for k in BAR_KEYS if k in flat}
+  if filtering and "policy/zero_variance_fraction" in flat:
+    out["filtered"] = f"{flat['policy/zero_variance_fraction']:.0%}"
+  return out
+
+
+def _restart_clock(bar: tqdm) -> None:
+  """Time `bar` from now on, keeping its count: its rate and ETA leave out the steps so far."""
+  done = bar.n
+  bar.reset()
+  bar.n = bar.initial = done
+  bar.refresh()
+
+
 def _check_compatible(saved: dict, config: ml_collections.ConfigDict) -> None:
   now = json.loads(config.to_json())
   diff = [k for k in FROZEN_SECTIONS if saved.get(k) != now.get(k)]
   if diff:
     details = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in diff)
-    raise ValueError(f"cannot resume: the config differs from the checkpoint's in {diff} ({details})")
+    raise ConfigError(f"cannot resume: the config differs from the checkpoint's in {diff} ({details})")
 
 
 def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False) -> dict:
@@ -207,7 +234,7 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
   resume = _prepare_workdir(workdir, resume, overwrite)
   stop = {"signal": None}  # SIGTERM (preemption) stops the run at the next step, with a checkpoint
   previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.update(signal=signum))
-  summary = {"config": json.loads(config.to_json())}
+  summary = {"config": json.loads(config.to_json()), "machine": machine.info()}
   try:
     return _train(config, workdir, resume, stop, summary, t0)
   except BaseException as e:  # summary.json says how the run ended, whatever ended it (and keeps what it held)
@@ -258,7 +285,7 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
   if resume:
     state, meta = ckpt.restore(state)
     _check_compatible(meta["summary"]["config"], config)
-    summary.update(meta["summary"], config=summary["config"])
+    summary.update(meta["summary"], config=summary["config"], machine=summary["machine"])
     writer.truncate_after(int(state.step))
   else:
     if config.sft.steps:
@@ -276,9 +303,9 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
   iteration = learner.make_iteration(collect, update, shardings, reward=reward)
   schedule = learner.make_schedule(run.optim)
   best = summary.get("best_eval_success", -1.0)
-  bar = tqdm(range(int(state.step), config.train.steps), initial=int(state.step), total=config.train.steps,
-             desc="rl", disable=not distributed.is_main())
-  for _ in bar:
+  first_step = int(state.step) + 1
+  bar = tqdm(initial=first_step - 1, total=config.train.steps, desc="rl", disable=not distributed.is_main())
+  for _ in range(first_step - 1, config.train.steps):
     state, metrics, _ = iteration(state)
     step = int(state.step)
     metrics["lr"] = float(schedule(step - 1))
@@ -296,11 +323,14 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
         best = summary["best_eval_success"] = result["success"]
         saving(ckpt.save_best, step, step, state, {"summary": summary}, result["success"])
     flat = writer.write(step, metrics)
-    bar.set_postfix({k.split("/")[-1]: f"{flat[k]:.3g}" for k in
-                     ("episode/return", "episode/success", "policy/entropy", "policy/kl") if k in flat})
+    bar.set_postfix(progress_postfix(flat, run.algo.filter_zero_variance), refresh=False)
+    bar.update()
+    if step == first_step:  # it compiled the iteration: the rate and the ETA count the steps after it
+      _restart_clock(bar)
     if step % config.train.checkpoint_every == 0:
       save(step)
     stop_if_signalled(step)
+  bar.close()
 
   final, traj = evaluate(run, state.params, config.eval.tasks, eval_seed, return_traj=True)
   n_samples = min(config.train.sample_episodes, traj.tokens.shape[0])
@@ -321,8 +351,12 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
 
 def main(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bool = False,
          coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
-  """`jarl train` entry point; joins the other processes of a multi-host run first."""
+  """`jarl train` entry point; joins the other processes of a multi-host run first. Prints the
+  summary (config and machine aside) and what it wrote where."""
   distributed.initialize(coordinator, num_processes, process_id)
   summary = train(config, resume=resume, overwrite=overwrite)
   if distributed.is_main():
-    print(json.dumps({k: v for k, v in summary.items() if k != "config"}, indent=2))
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("config", "machine")}, indent=2))
+    workdir = pathlib.Path(config.workdir)
+    wrote = sorted(f"{p.name}/" if p.is_dir() else p.name for p in workdir.iterdir())
+    print(f"jarl train: wrote {workdir}/: {', '.join(wrote)}")

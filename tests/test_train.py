@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import jax
 import ml_collections
 import pytest
 
@@ -45,10 +46,14 @@ def test_run_writes_its_outputs_and_guards_the_workdir(tmp_path):
   saved = json.loads((tmp_path / "summary.json").read_text())
   assert saved["steps"] == 2 and {"success", "return"} <= set(saved["eval_before_rl"]) <= set(saved["final_eval"])
   assert saved == json.loads(json.dumps(summary))
+  machine = saved["machine"]  # what it ran on
+  assert machine["devices"]["count"] == jax.device_count() and machine["cpu"] and machine["python"]
+  assert {"jax", "jaxlib", "flax", "optax", "numpy", "jarl"} <= set(machine["versions"])
   assert "[act]" in (tmp_path / "samples.txt").read_text()
   records = read_jsonl(tmp_path / "metrics.jsonl")
   assert any(r["step"] < 0 and "sft/loss" in r for r in records)  # the warm start is logged
-  assert {"policy/entropy", "policy/clip_fraction", "episode/valid_action_rate", "lr"} <= set(records[-1])
+  assert {"policy/entropy", "policy/clip_fraction", "policy/trained_tokens", "episode/valid_action_rate",
+          "lr"} <= set(records[-1])
   with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
     train.train(small_config(tmp_path))
   train.train(small_config(tmp_path, steps=1), overwrite=True)
@@ -126,11 +131,21 @@ def test_one_validation_pass_names_every_bad_field_before_any_work(tmp_path):
     train.build(c)
 
 
+def test_progress_bar_shows_no_per_token_mean_for_a_step_that_trained_no_token():
+  flat = {"episode/return": 0.5, "episode/success": 0.5, "policy/entropy": 0.0, "policy/trained_tokens": 0.0,
+          "policy/zero_variance_fraction": 1.0}
+  assert train.progress_postfix(flat, filtering=True) == {"return": "0.5", "success": "0.5", "entropy": "—",
+                                                          "filtered": "100%"}
+  flat.update({"policy/entropy": 1.25, "policy/trained_tokens": 96.0, "policy/zero_variance_fraction": 0.25})
+  assert train.progress_postfix(flat, filtering=False) == {"return": "0.5", "success": "0.5", "entropy": "1.25"}
+
+
 def test_cli_rejects_unknown_config_keys_and_commands():
   run = lambda *args: subprocess.run([sys.executable, "-m", "jarl.cli", *args], capture_output=True, text=True,
                                      cwd=os.path.join(os.path.dirname(__file__), ".."), timeout=120)
   out = run("train", "--config.learner.lr=1e-5")
-  assert out.returncode != 0 and "learner" in out.stderr
+  assert out.returncode == 2 and out.stderr.startswith("jarl: unknown config key 'learner.lr'") \
+      and "Traceback" not in out.stderr
   out = run("trian")
   assert out.returncode == 2 and "unknown command 'trian'" in out.stderr and "train" in out.stderr
 
@@ -166,7 +181,6 @@ def test_train_configs_are_valid(name, arg):
 @pytest.mark.parametrize("env", _reference_envs())
 def test_reference_act_budgets_fit_the_experts(env):
   """configs/reference.py: every expert action of 16 episodes fits the ACT budget with its stop token."""
-  import jax
   import reference
   from jarl import envs
   config = reference.get_config(env)
