@@ -42,7 +42,7 @@ def get_config(env: str = "sort_repair") -> ConfigDict:
   c.tokenizer = "byte"
   c.model = ConfigDict(dict(preset="tiny"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name=env, kwargs=ConfigDict(kwargs)))
+  c.env = ConfigDict(dict(name=env, module="", kwargs=ConfigDict(kwargs)))
   c.agent = ConfigDict(dict(act_budget=budget, critique_budget=2, revise_budget=budget, system="", act_header="> "))
   c.sampling = ConfigDict(dict(temperature=temperature))
   c.rollout = ConfigDict(dict(n_tasks=8, group_size=8))

@@ -26,7 +26,7 @@ def get_config() -> ConfigDict:
   c.tokenizer = "byte"
   c.model = ConfigDict(dict(preset="tiny"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name="path_star", kwargs=ConfigDict(dict(degree=3, arm_length=2, max_label=20))))
+  c.env = ConfigDict(dict(name="path_star", module="", kwargs=ConfigDict(dict(degree=3, arm_length=2, max_label=20))))
   c.agent = ConfigDict(dict(system="", act_header="> ", plan_budget=0, act_candidates=1, candidate_score="env"))
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=8, group_size=8))

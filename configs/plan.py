@@ -30,7 +30,7 @@ def get_config() -> ConfigDict:
                             lora=ConfigDict(dict(rank=16, alpha=32.0, targets=("q", "k", "v", "o", "gate", "up",
                                                                                  "down")))))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name="frozenlake", kwargs=ConfigDict(dict(size=4, max_turns=6))))
+  c.env = ConfigDict(dict(name="frozenlake", module="", kwargs=ConfigDict(dict(size=4, max_turns=6))))
   c.agent = ConfigDict(dict(plan_budget=32, act_budget=6, act_header="> "))
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=8, group_size=8))

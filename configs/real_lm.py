@@ -71,7 +71,7 @@ def get_config(recipe: str = "chain_sum") -> ConfigDict:
   c.tokenizer = MODEL
   c.model = ConfigDict(dict(hf_path=MODEL, dtype="float32"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name=env_name, kwargs=ConfigDict(env_kwargs)))
+  c.env = ConfigDict(dict(name=env_name, module="", kwargs=ConfigDict(env_kwargs)))
   agent, credit = SEGMENTS.get(recipe, ({}, {}))
   c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=budget, **agent))
   c.sampling = ConfigDict(dict(temperature=1.0))

@@ -45,7 +45,7 @@ def get_config(env: str = "frozenlake") -> ConfigDict:
   c.tokenizer = "byte"
   c.model = ConfigDict(dict(preset="tiny"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name=env, kwargs=ConfigDict(kwargs)))
+  c.env = ConfigDict(dict(name=env, module="", kwargs=ConfigDict(kwargs)))
   c.agent = ConfigDict(dict(act_budget=act_budget, act_header="> ", system=""))
   c.sampling = ConfigDict(dict(temperature=1.5))
   c.rollout = ConfigDict(dict(n_tasks=8, group_size=8))

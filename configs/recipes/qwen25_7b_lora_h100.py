@@ -30,7 +30,7 @@ def get_config() -> ConfigDict:
                             lora=ConfigDict(dict(rank=16, alpha=32.0,
                                                  targets=("q", "k", "v", "o", "gate", "up", "down")))))
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
-  c.env = ConfigDict(dict(name="countdown", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
+  c.env = ConfigDict(dict(name="countdown", module="", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
   c.agent = ConfigDict(dict(plan_budget=256))  # act_budget: the env's action_len + 1
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=16, group_size=8))

@@ -29,7 +29,7 @@ def get_config() -> ConfigDict:
   c.model = ConfigDict(dict(hf_path="Qwen/Qwen3-1.7B", preset="qwen3-1.7b", dtype="bfloat16",
                             param_dtype="float32"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=8, tensor=1))
-  c.env = ConfigDict(dict(name="countdown", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
+  c.env = ConfigDict(dict(name="countdown", module="", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
   c.agent = ConfigDict(dict(plan_budget=128))  # act_budget: the env's action_len + 1
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=16, group_size=8))

@@ -31,6 +31,7 @@ from typing import Any, Callable, ClassVar
 import jax
 
 from jarl.envs.codec import Codec, Tokens
+from jarl.envs.user_module import import_module
 from jarl.tokenizer import ByteTokenizer, Tokenizer
 
 INFO_KEYS = ("valid_action", "success")
@@ -130,14 +131,28 @@ _REGISTRY: dict[str, type[TextEnv]] = {}
 
 
 def register(name: str) -> Callable[[type[TextEnv]], type[TextEnv]]:
-  """Class decorator: `@register("countdown")` makes the env available to `make`."""
+  """Class decorator: `@register("countdown")` makes the env available to `make`.
+
+  The same class defined again (a re-run notebook cell, a re-imported file: the same module and
+  qualified name) replaces the old one; another class under a taken name is an error naming both.
+  """
   def add(cls):
-    if name in _REGISTRY:
-      raise ValueError(f"environment {name!r} is already registered by {_REGISTRY[name].__name__}")
+    if name in _REGISTRY and not redefines(_REGISTRY[name], cls):
+      raise ValueError(f"environment {name!r} is already registered by {qualified_name(_REGISTRY[name])}; "
+                       f"{qualified_name(cls)} needs another name")
     cls.name = name
     _REGISTRY[name] = cls
     return cls
   return add
+
+
+def qualified_name(obj) -> str:
+  return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def redefines(old, new) -> bool:
+  """True when `new` is `old` defined again (same module and qualified name), e.g. by a re-run cell."""
+  return qualified_name(old) == qualified_name(new)
 
 
 def registered() -> list[str]:
@@ -146,9 +161,11 @@ def registered() -> list[str]:
 
 
 def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = None, guard: bool = False,
-         split: str = "train", **kwargs):
+         split: str = "train", module: str = "", **kwargs):
   """An environment by name: `make("frozenlake", size=4)`; byte tokenizer by default.
 
+  `module` (a .py file or a dotted module name; `config.env.module` in a run config) is imported
+  first, so the envs it registers can be made (`jarl.envs.user_module`).
   Names of host environments (`jarl.envs.host`: "python_tool", "rg:<reasoning-gym dataset>") give
   that host env carrying the codec, so the rollout and the trainer take it like an in-graph env;
   `split="eval"` makes it draw held-out tasks (in-graph envs draw them from their own key stream).
@@ -157,11 +174,17 @@ def make(name: str, tokenizer: Tokenizer | None = None, codec: Codec | None = No
   _import_builtin_envs()
   if split not in ("train", "eval"):
     raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+  if module:
+    loaded = import_module(module)
   if codec is None:
     codec = Codec.from_tokenizer(tokenizer or ByteTokenizer())
   if name not in _REGISTRY:
     from jarl.envs import host  # noqa: PLC0415  (host builds on the rollout, which builds on this module)
     if not host.is_host(name):
+      if module:
+        own = sorted(n for n, cls in _REGISTRY.items() if cls.__module__ == loaded.__name__)
+        raise ValueError(f"environment {name!r} is not registered by module {module!r} ({loaded.__file__}); "
+                         f"it registers {own or 'none'} (`@jarl.envs.register(name)` on a TextEnv class)")
       raise ValueError(f"unknown environment {name!r}; available: {sorted(_REGISTRY)}, host envs "
                        f"{host.registered()}")
     if guard:
