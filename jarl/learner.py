@@ -336,6 +336,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       credited_BxT = jnp.isin(traj.segment, jnp.asarray([int(Segment[s.upper()]) for s, _, _ in algo.segment_credit],
                                                         jnp.int32))
       batch["loss_mask"] = batch["loss_mask"] & ~(stats["zero_variance_B"][:, None] & ~credited_BxT)
+    # the tokens the update trains on; 0 (every group filtered out) leaves the per-token means undefined (logged 0)
+    metrics["trained_tokens"] = batch["loss_mask"].sum()
     if algo.whiten_advantages:
       batch["advantage"] = algos.advantages.whiten(batch["advantage"], batch["loss_mask"])
     if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
@@ -370,6 +372,8 @@ def rollout_metrics(traj: Trajectory) -> dict:
   return {"episode/return": ep["return_"].mean(), "episode/success": ep["success"].mean(),
           "episode/turns": ep["turns"].mean(), "episode/valid_action_rate": ep["valid_action_rate"].mean(),
           "episode/response_tokens": ep["tokens"].mean(),
+          "rollout/decode_steps": ep["decode_steps"].max(),  # the batch's (the same in every row)
+          "rollout/decode_fraction": ep["decode_steps"].max() / jnp.maximum(ep["decode_budget"].max(), 1),
           **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
           **({"episode/host_error": ep["host_error"].mean()} if "host_error" in ep else {}),
           "episode/nonfinite_logprobs": (~jnp.isfinite(traj.logprob) & traj.loss_mask).sum(),

@@ -12,6 +12,8 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
   optimizer state     the learner's optax state of the trainable params           exact
   reference params    a params copy when algo.kl_coef > 0 (none with LoRA)        exact
   gradients           trainable params x 2 (micro-batch gradient + accumulator)
+  rollout params      the rollout's copy of the params in the compute dtype, replicated   exact
+                      over fsdp (none when that is what the params are)
   rollout KV cache    k and v (B x kv_heads x T x head_dim each) per layer + valid mask exact
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
   rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
@@ -19,13 +21,15 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
                         per layer and token  c·(3·(H + K)·Dh + 5·F) + 6·4·D (float32 norms)
                                              + c·2·F with LoRA adapters
                         per layer            b·H·T²·(8 + c)  (float32 scores and probabilities;
-                                             model.attention="chunked": b·H·T·4, plus one block's)
+                                             any other model.attention: b·H·T·4, plus one block's;
+                                             "cudnn": plus its dense b·T²·c mask)
                         model.remat="block": per layer only b·T·c·D (the block input), plus one
                         layer's recomputed activations; "dots": b·T·c·((H + 2K)·Dh + 2D + 2F)
                         (matmul outputs; per-layer slopes measured exactly under scan_layers, where
                         XLA:CPU honours remat; unrolled, XLA:CPU keeps everything anyway)
                         + b·T·c·D + b·T'·4·4·V  (embeddings; float32 logits and their gradients,
                                              T' = algo.logits_chunk when set, else T)
+                        + 4·V·D with algo.logits_chunk (the head's gradient, summed over the chunks)
   reference logits    [b, T, V] float32 of the reference / value forward (one micro-batch at a time;
                       algo.logits_chunk slots at a time when set)
 
@@ -58,6 +62,7 @@ import optax
 from jax.sharding import AbstractMesh
 
 from jarl import envs, learner, models, sharding
+from jarl.config_check import ConfigError
 from jarl.agent import AgentConfig, make_layout
 from jarl.models import lora
 from jarl.models.transformer import KVCache
@@ -71,6 +76,7 @@ DEVICE_KINDS = (  # (substring of jax's device_kind, lower case; DEVICE_MEMORY_G
     ("a100-sxm4-40gb", "a100-40gb"), ("a100-pcie-40gb", "a100-40gb"), ("a100", "a100"), ("h100", "h100"),
     ("h200", "h200"))
 ADVICE = {  # item -> what shrinks it
+    "rollout params": "more mesh.tensor (the rollout's copy is split over tensor only)",
     "params": "shard the params over more devices (mesh.fsdp, mesh.tensor) or use bfloat16 params",
     "optimizer state": "LoRA (model.lora.rank > 0: Adam moments for the adapters only) or more mesh.fsdp",
     "reference params": "LoRA (the reference is then the base with adapters off) or algo.kl_coef=0",
@@ -145,7 +151,7 @@ def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None,
     return int(memory_gb * GiB), "given"
   if device:
     if device not in DEVICE_MEMORY_GB:
-      raise ValueError(f"unknown device {device!r}; known: {sorted(DEVICE_MEMORY_GB)} (or give device_memory_gb)")
+      raise ConfigError(f"unknown device {device!r}; known: {sorted(DEVICE_MEMORY_GB)} (or give device_memory_gb)")
     return DEVICE_MEMORY_GB[device] * GiB, device
   local = jax.local_devices()[0]
   stats = local.memory_stats() or {}
@@ -197,7 +203,7 @@ def _mesh(section, n_devices: int) -> AbstractMesh:
   known = math.prod(v for v in shape.values() if v != -1)
   sizes = tuple(n_devices // known if shape[a] == -1 else shape[a] for a in sharding.MESH_AXES)
   if min(sizes) < 1 or (-1 in shape.values() and n_devices % known):
-    raise ValueError(f"mesh {shape} does not fit {n_devices} devices; plan for the run's device count with "
+    raise ConfigError(f"mesh {shape} does not fit {n_devices} devices; plan for the run's device count with "
                      "--config.plan.n_devices=N")
   return AbstractMesh(sizes, sharding.MESH_AXES)
 
@@ -238,7 +244,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   reference = params if algo.kl_coef > 0 and handle.lora is None else 0
 
   tokenizer = load_tokenizer(section.get("tokenizer") or config.tokenizer)
-  env = envs.make(config.env.name, tokenizer=tokenizer, **dict(config.env.kwargs))
+  env = envs.make(config.env.name, tokenizer=tokenizer, module=config.env.get("module", ""), **dict(config.env.kwargs))
   layout = make_layout(AgentConfig(**dict(config.agent)), env)
   B, T = config.rollout.n_tasks * config.rollout.group_size, layout.total_len
   cache = jax.eval_shape(lambda: KVCache.init(cfg, B, T))
@@ -246,27 +252,22 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   kv_bytes = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                  for x, s in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_shardings)))
   rows = -(-B // data)
+  # the rollout's params (`Runner.decode_params`): compute dtype, nothing over fsdp; nothing new when that is
+  # what the params already are
+  fresh = cfg.dtype != cfg.param_dtype or mesh.shape["fsdp"] > 1
+  decode_params = _per_device(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, cfg.compute_dtype), shapes),
+                              handle.param_specs(sharding.DECODE_RULES), mesh) if fresh else 0
   c = jnp.dtype(cfg.compute_dtype).itemsize
-  H, K, F, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.mlp_dim // tensor, cfg.vocab_size
-  D, Dh, L = cfg.d_model, cfg.head_dim, cfg.n_layers
+  H, K, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.vocab_size
   buffers = rows * T * sum(jnp.dtype(d).itemsize for d in BUFFERS.values())
   micro = -(-B // (algo.minibatches * algo.microbatches * data))
-  if cfg.attention == "chunked":  # one block of scores at a time; the backward keeps a log-sum-exp per query
-    block = cfg.attention_block
-    prompt_scores = H * min(block, layout.prompt_len) * min(block, T) * (4 + c)
-    kept_scores, block_scores = micro * H * T * 4, micro * H * min(block, T) ** 2 * (8 + c)
-  else:
-    prompt_scores, kept_scores, block_scores = H * layout.prompt_len * T * (4 + c), micro * H * T * T * (8 + c), 0
+  # the prompt chunk's scores (into the cache, so blockwise under every implementation but "xla")
+  blocks = (layout.prompt_len, T) if cfg.attention == "xla" else (min(cfg.attention_block, n) for n in
+                                                                   (layout.prompt_len, T))
+  prompt_scores = H * math.prod(blocks) * (4 + c)
   rollout_logits = rows * (2 * V * 4 + prompt_scores)
-
-  per_token = c * (3 * (H + K) * Dh + 5 * F + (2 * F if adapters.rank else 0)) + 6 * 4 * D
-  per_layer = micro * T * per_token + kept_scores
-  # what the backward pass keeps of each layer; with remat, one layer's recomputed activations on top
-  kept = {"none": per_layer, "block": micro * T * c * D,
-          "dots": micro * T * c * ((H + 2 * K) * Dh + 2 * D + 2 * F)}[cfg.remat]
+  activations = update_activations(cfg, micro, T, tensor, algo.logits_chunk, adapters.rank)
   head_slots = min(algo.logits_chunk or T, T)  # the output head's slots at a time
-  activations = (L * kept + (per_layer if cfg.remat != "none" else 0) + block_scores
-                 + micro * T * c * D + micro * head_slots * 4 * 4 * V // tensor)
   ref_logits = micro * head_slots * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
   n_params, n_trained = _count(shapes), _count(trainable)
@@ -278,8 +279,12 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       Item("reference params", reference, "state", "a params copy for the KL term" if reference else
            "none (LoRA: the base with adapters off)" if algo.kl_coef > 0 else "none (algo.kl_coef = 0)"),
       Item("gradients", 2 * trained, "update", "trainable params x 2 (micro-batch + accumulator)"),
+      Item("rollout params", decode_params, "rollout",
+           f"the rollout's {cfg.dtype} copy, replicated over fsdp" if decode_params else
+           "none (the params as they are: same dtype, no fsdp)"),
       Item("rollout KV cache", kv_bytes, "rollout",
-           f"{rows} rows x {T} slots x {L} layers x {K} kv heads x {Dh} x 2 (k, v), {cfg.dtype}"),
+           f"{rows} rows x {T} slots x {cfg.n_layers} layers x {K} kv heads x {cfg.head_dim} x 2 (k, v), "
+           f"{cfg.dtype}"),
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),
@@ -295,11 +300,36 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   return Plan(summary, items, memory, source)
 
 
+def update_activations(cfg: models.ModelConfig, micro: int, T: int, tensor: int = 1, logits_chunk: int = 0,
+                       lora_rank: int = 0) -> int:
+  """What the update's backward pass keeps for a micro-batch of `micro` rows x T slots, per device (bytes; the
+  formula in the module docstring). Every implementation but "xla" is blockwise in the update: it keeps a
+  float32 log-sum-exp per query, plus one block of scores ("cudnn": the dense [T, T] mask instead)."""
+  c = jnp.dtype(cfg.compute_dtype).itemsize
+  H, K, F, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.mlp_dim // tensor, cfg.vocab_size
+  D, Dh, L = cfg.d_model, cfg.head_dim, cfg.n_layers
+  if cfg.attention == "xla":
+    kept_scores, block_scores = micro * H * T * T * (8 + c), 0
+  else:
+    block = min(cfg.attention_block, T)
+    kept_scores = micro * H * T * 4
+    block_scores = micro * T * T * c if cfg.attention == "cudnn" else micro * H * block * block * (8 + c)
+  per_token = c * (3 * (H + K) * Dh + 5 * F + (2 * F if lora_rank else 0)) + 6 * 4 * D
+  per_layer = micro * T * per_token + kept_scores
+  # what the backward pass keeps of each layer; with remat, one layer's recomputed activations on top
+  kept = {"none": per_layer, "block": micro * T * c * D,
+          "dots": micro * T * c * ((H + 2 * K) * Dh + 2 * D + 2 * F)}[cfg.remat]
+  head_slots = min(logits_chunk or T, T)  # the output head's slots at a time
+  head_grad = V // tensor * D * 4 if head_slots < T else 0  # the chunks' loop accumulates the head's gradient
+  return (L * kept + (per_layer if cfg.remat != "none" else 0) + block_scores
+          + micro * T * c * D + micro * head_slots * 4 * 4 * V // tensor + head_grad)
+
+
 def check(config: ml_collections.ConfigDict) -> Plan:
-  """The plan; a ValueError naming the biggest items when the known device memory is too small."""
+  """The plan; a ConfigError naming the biggest items when the known device memory is too small."""
   result = plan(config, n_devices=jax.device_count())  # the devices the run has, whatever plan.n_devices says
   if result.fits is False:
-    raise ValueError(result.refusal())
+    raise ConfigError(result.refusal())
   return result
 
 

@@ -53,6 +53,8 @@ class Carry:
   next_pos_B: Array  # RoPE position of each row's next token
   last_policy_slot_B: Array  # where this turn's reward goes
   hidden_BxD: Array  # final hidden state at each row's last valid slot (value scoring reads it)
+  decode_steps: Array  # int32: sampling steps run so far (all rows step together; early exit skips the rest)
+  decode_budget: Array  # int32: sampling steps the budgets of segments some row played allowed so far
 
 
 CURSOR = ("logits_BxV", "next_pos_B", "last_policy_slot_B", "hidden_BxD")  # a row's state between slots
@@ -90,8 +92,28 @@ class Runner:
       other = candidate_sampling not in (None, sampling) and not choose
       self.best_of_k = planning.BestOfK(self, _sampler(candidate_sampling) if other else None)
 
+  def decode_params(self, params):
+    """The rollout's copy of the params, made once per collect: floats in the compute dtype (every layer
+    casts to it anyway, so the tokens are the same; the value head keeps float32), and with a mesh replicated over fsdp
+    (`sharding.DECODE_RULES`) so that a decode step runs no collective to gather weights. The update
+    still trains (and recomputes log-probs with) the master params."""
+    dtype = self.lm.config.compute_dtype
+
+    def cast(path, x):  # the value head computes in float32 (`heads.ScalarHead`): its params stay so
+      in_value_head = any(getattr(k, "key", None) == "value_head" for k in path)
+      return x if in_value_head or not jnp.issubdtype(x.dtype, jnp.floating) else x.astype(dtype)
+    params = jax.tree_util.tree_map_with_path(cast, params)
+    if self.mesh is None:
+      return params
+    return jax.lax.with_sharding_constraint(params, self.lm.param_shardings(self.mesh, sharding.DECODE_RULES))
+
   def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
-    """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk."""
+    """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk; with no live
+    row, no forward: the cursor moves past the chunk's K slots, which stay idle."""
+    skip = lambda c: c.replace(cache=c.cache.replace(index=c.cache.index + toks.size))
+    return jax.lax.cond(any_row(live_B), lambda c: self._forced(params, c, toks, segment, turn, live_B), skip, c)
+
+  def _forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     K = toks.size
     valid_BxK = (jnp.arange(K)[None, :] < toks.length[:, None]) & live_B[:, None]
     positions_BxK = jnp.where(valid_BxK, c.next_pos_B[:, None] + jnp.cumsum(valid_BxK, 1) - 1, 0)
@@ -110,14 +132,19 @@ class Runner:
   def sampled(self, params, c: Carry, segment: Segment, turn, live_B, key, allowed=None, choose=None):
     """Sample up to the segment's budget, one slot per step; returns (carry, text Tokens [B, budget]).
 
+    The loop stops as soon as every row has stopped (early exit); the cursor still moves past the
+    whole budget, so the slots of the steps not run stay idle and every segment keeps its slots.
     `choose(logits_BxV, key) -> token_B` (default: the runner's) draws each token.
     """
     budget = self.layout.budgets[segment]
     B = live_B.shape[0]
     choose = choose or self.choose
+    keys = jax.random.split(key, budget)
+    end = c.cache.index + budget
 
-    def step(carry, key):
-      c, active_B, ids_BxK, n_B = carry
+    def step(loop):
+      i, (c, active_B, ids_BxK, n_B) = loop
+      key = keys[i]
       logits_BxV = c.logits_BxV
       if allowed is not None:  # the verdict: only the allowed tokens can be drawn
         keep_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
@@ -139,10 +166,16 @@ class Runner:
                     logits_BxV=jnp.where(active_B[:, None], logits_Bx1xV[:, 0], c.logits_BxV),
                     last_policy_slot_B=jnp.where(active_B, c.cache.index, c.last_policy_slot_B),
                     hidden_BxD=jnp.where(active_B[:, None], h_Bx1xD[:, 0], c.hidden_BxD))
-      return (c, text_B, ids_BxK, n_B + text_B), None
+      return i + 1, (c, text_B, ids_BxK, n_B + text_B)
+
+    def running(loop):
+      i, (_, active_B, _, _) = loop
+      return (i < budget) & any_row(active_B)
 
     init = (c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
-    (c, _, ids_BxK, n_B), _ = jax.lax.scan(step, init, jax.random.split(key, budget))
+    steps, (c, _, ids_BxK, n_B) = jax.lax.while_loop(running, step, (jnp.int32(0), init))
+    c = c.replace(cache=c.cache.replace(index=end), decode_steps=c.decode_steps + steps,
+                  decode_budget=c.decode_budget + budget * any_row(live_B))  # (segments some row plays)
     return c, Tokens(ids_BxK, n_B)
 
   def segment(self, params, c, segment, turn, live_B, key, allowed=None):
@@ -173,7 +206,7 @@ class Runner:
     buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
     cfg = self.lm.config
     c = Carry(cache, buf, jnp.zeros((B, cfg.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
-              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype))
+              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype), jnp.int32(0), jnp.int32(0))
     prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
     return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
 
@@ -244,6 +277,11 @@ class Runner:
                         lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
 
 
+def any_row(mask_B: Array) -> Array:
+  """Whether a sampling loop or a forced chunk has a row to compute for (else it is skipped)."""
+  return jnp.any(mask_B)
+
+
 def _where(cond_B: Array, a, b):
   """Per row: pytree a where cond_B, else b."""
   return jax.tree.map(lambda x, y: jnp.where(cond_B.reshape(cond_B.shape + (1,) * (x.ndim - 1)), x, y), a, b)
@@ -306,16 +344,19 @@ def turn_keys(key) -> dict:
   return dict(zip(("plan", "act", "critique", "verdict", "revise", "env"), jax.random.split(key, 6)))
 
 
-def trajectory(buf: dict, rec: dict) -> Trajectory:
-  """Slot buffers [B, T] and per-turn records [B, N] as a Trajectory, with the episode summary."""
-  live = rec["live"]
+def trajectory(c: Carry, rec: dict) -> Trajectory:
+  """The final carry's slot buffers [B, T] and per-turn records [B, N] as a Trajectory, with the episode
+  summary (and the batch's decode steps against their budget, the same in every row)."""
+  buf, live = c.buf, rec["live"]
   n_turns = live.sum(1)
   episode = dict(
       return_=rec["reward"].sum(1),
       success=(rec["info"]["success"] & live).any(1),
       turns=n_turns,
       valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
-      tokens=buf["loss_mask"].sum(1))
+      tokens=buf["loss_mask"].sum(1),
+      decode_steps=jnp.broadcast_to(c.decode_steps, n_turns.shape),
+      decode_budget=jnp.broadcast_to(c.decode_budget, n_turns.shape))
   if "cost" in rec["info"]:  # constrained RL (jarl.safety): the episode's summed per-step cost
     episode["cost"] = jnp.where(live, rec["info"]["cost"], 0.0).sum(1)
   return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],
@@ -369,6 +410,7 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
   cache_lens = [min(layout.prompt_len + (n + 1) * layout.turn_len, layout.total_len) for n in range(N)]
 
   def collect(params, key):
+    params = runner.decode_params(params)
     key_tasks, key_env, key_turns = jax.random.split(key, 3)
     state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
     c = runner.start(params, obs, cache_lens[groups[0] - 1])
@@ -404,7 +446,7 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       carry, rec = jax.lax.scan(turn_fn, carry, jax.tree.map(lambda x: x[first:end], turns))
       recs.append(rec)
     rec = jax.tree.map(lambda *x: jnp.concatenate(x), *recs)
-    return trajectory(carry[0].buf, jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec))  # [N, B] -> [B, N]
+    return trajectory(carry[0], jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), rec))  # [N, B] -> [B, N]
 
   if mesh is None:
     return jax.jit(collect)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
@@ -41,6 +41,11 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("norm", None),
     ("layers", None),
 )
+
+
+# The rollout's params: nothing split over fsdp (a decode step would gather every layer's weights, several
+# collectives per layer per step); tensor parallelism stays.
+DECODE_RULES: tuple[tuple[str, Any], ...] = tuple((name, None if axes == "fsdp" else axes) for name, axes in RULES)
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
@@ -157,3 +162,13 @@ def constrain(x: jax.Array, axes: Sequence[str | None], rules=RULES) -> jax.Arra
   spec = [entry if size % _mesh_size(mesh, entry) == 0 else None
           for size, entry in zip(x.shape, logical_to_spec(axes, rules))]
   return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec)))
+
+
+def over_rows(fn: Callable, *args: jax.Array) -> jax.Array:
+  """fn on each device's rows (a shard_map over the batch axes) when activations are laid out over a mesh,
+  for kernels XLA cannot partition (Pallas); fn(*args) without a mesh or when the rows do not divide."""
+  mesh = _ACTIVATION_MESH.get()
+  rows = logical_to_spec(("batch",))[0]
+  if mesh is None or args[0].shape[0] % _mesh_size(mesh, rows):
+    return fn(*args)
+  return jax.shard_map(fn, mesh=mesh, in_specs=P(rows), out_specs=P(rows), check_vma=False)(*args)

@@ -145,6 +145,44 @@ def test_cache_grown_per_group_of_turns_matches_one_full_cache(lm, monkeypatch):
   np.testing.assert_array_equal(np.asarray(grouped.turn_reward), np.asarray(whole.turn_reward))
 
 
+def test_early_exit_skips_only_steps_no_row_needs(lm, monkeypatch):
+  """Sampling stops when every row has stopped and forced chunks of ended episodes are skipped: the
+  trajectory is exactly the one computed with every step run, in fewer decode steps."""
+  agent, key = SCHEMAS["all"], jax.random.key(7)
+  stop_id = make_layout(agent, ENV).stop_id
+
+  def choose(logits_BxV, key):  # a digit, or the stop token half of the time: rows stop at different steps
+    stop_B = jax.random.bernoulli(key, 0.5, logits_BxV.shape[:1])
+    return jnp.where(stop_B, stop_id, ord("3")).astype(jnp.int32)
+
+  early = make_collect(lm, ENV, agent, n_tasks=4, group_size=2, choose=choose)(lm.params, key)
+  monkeypatch.setattr(rollout, "any_row", lambda mask_B: jnp.bool_(True))
+  make_collect.cache_clear()
+  full = make_collect(lm, ENV, agent, n_tasks=4, group_size=2, choose=choose)(lm.params, key)
+  make_collect.cache_clear()
+  for name in ("tokens", "positions", "valid", "segment", "turn", "loss_mask", "reward", "turn_reward"):
+    np.testing.assert_array_equal(np.asarray(getattr(early, name)), np.asarray(getattr(full, name)), err_msg=name)
+  np.testing.assert_allclose(np.asarray(early.logprob), np.asarray(full.logprob), atol=1e-5)
+  budget = int(full.episode["decode_budget"][0])  # every segment of every turn
+  assert int(full.episode["decode_steps"][0]) == budget
+  played = int(early.episode["decode_budget"][0])  # the segments of turns some row played
+  assert 0 < int(early.episode["decode_steps"][0]) < played <= budget
+
+
+def test_decode_params_in_the_compute_dtype_change_no_token(monkeypatch):
+  """bfloat16 compute over float32 params: the rollout's bfloat16 copy of the params (made once per collect)
+  samples the same tokens with the same log-probs as casting in every layer at every step."""
+  lm16 = models.create(CFG.replace(dtype="bfloat16"), seed=0)
+  agent, key = SCHEMAS["plan_act"], jax.random.key(8)
+  copied = make_collect(lm16, ENV, agent, n_tasks=2, group_size=2)(lm16.params, key)
+  monkeypatch.setattr(rollout.Runner, "decode_params", lambda self, params: params)
+  make_collect.cache_clear()
+  cast_per_layer = make_collect(lm16, ENV, agent, n_tasks=2, group_size=2)(lm16.params, key)
+  make_collect.cache_clear()
+  np.testing.assert_array_equal(np.asarray(copied.tokens), np.asarray(cast_per_layer.tokens))
+  np.testing.assert_array_equal(np.asarray(copied.logprob), np.asarray(cast_per_layer.logprob))
+
+
 def test_bad_agent_config_is_a_clear_error():
   with pytest.raises(ValueError, match="verdict_accept='yes' must be exactly one token"):
     make_layout(AgentConfig(critique_budget=2, verdict_accept="yes"), ENV)

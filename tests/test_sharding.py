@@ -100,3 +100,30 @@ def test_rl_iteration_never_gathers_activations_to_the_global_batch(scan_layers)
   assert any(D in dims for dims in gathered)  # the params are gathered (FSDP): the pattern sees gathers
   activations = [dims for dims in gathered if dims[0] % B == 0 and set(dims[1:]) & {D, F, V, 4 * 12}]
   assert not activations, activations
+
+
+def test_rollout_reads_params_replicated_over_fsdp(monkeypatch):
+  """The rollout gathers its params over fsdp once (`Runner.decode_params`, `sharding.DECODE_RULES`), not in
+  every forward of every decode step: the compiled collect for fsdp=8 holds one all-gather per param
+  array (and a few others), against 5x as many when it reads the training layout."""
+  import re
+  import toy_env  # noqa: F401  (registers guess_digit)
+  from jarl import envs, rollout
+  from jarl.agent import AgentConfig
+
+  cfg = models.ModelConfig(vocab_size=512, d_model=48, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=12, mlp_dim=88)
+  mesh = sharding.make_mesh(data=1, fsdp=8, tensor=1)
+  lm = models.create(cfg, seed=0, mesh=mesh)
+
+  def gathers():
+    rollout.make_collect.cache_clear()
+    collect = rollout.make_collect(lm, envs.make("guess_digit", max_turns=2), AgentConfig(act_budget=3), n_tasks=2,
+                                   group_size=4, mesh=mesh)
+    return len(re.findall(r" all-gather\(", collect.lower(lm.params, jax.random.key(0)).compile().as_text()))
+
+  n_params = len(jax.tree.leaves(lm.params))
+  decode = gathers()
+  monkeypatch.setattr(sharding, "DECODE_RULES", sharding.RULES)  # the training layout
+  training = gathers()
+  rollout.make_collect.cache_clear()
+  assert decode <= n_params + 8 and training > 3 * decode, (n_params, decode, training)

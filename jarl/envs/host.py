@@ -39,6 +39,7 @@ from jax.sharding import Mesh
 
 from jarl import planning, sharding
 from jarl.agent import AgentConfig, make_layout
+from jarl.envs.base import qualified_name, redefines
 from jarl.envs.codec import Codec, Tokens
 from jarl.envs.host_values import BadRow, RowError, row_values
 from jarl.models import LM
@@ -192,19 +193,26 @@ _HOST_PREFIXES: dict[str, Callable[..., HostEnv]] = {}
 
 
 def register_host(name: str) -> Callable:
-  """Class decorator: `@register_host("python_tool")` makes a HostEnv available to `make_host`."""
+  """Class decorator: `@register_host("python_tool")` makes a HostEnv available to `make_host`.
+
+  As with `register`, the same class defined again (same module and qualified name) replaces the
+  old one; another class under a taken name is an error naming both.
+  """
   def add(cls):
-    if name in _HOST_ENVS:
-      raise ValueError(f"host environment {name!r} is already registered")
+    if name in _HOST_ENVS and not redefines(_HOST_ENVS[name], cls):
+      raise ValueError(f"host environment {name!r} is already registered by {qualified_name(_HOST_ENVS[name])}; "
+                       f"{qualified_name(cls)} needs another name")
     _HOST_ENVS[name] = cls
     return cls
   return add
 
 
 def register_host_prefix(prefix: str, factory: Callable[..., HostEnv]) -> None:
-  """A family of host envs: `make_host("<prefix>:<name>", **kwargs)` calls `factory(name, **kwargs)`."""
-  if prefix in _HOST_PREFIXES:
-    raise ValueError(f"host environment prefix {prefix!r} is already registered")
+  """A family of host envs: `make_host("<prefix>:<name>", **kwargs)` calls `factory(name, **kwargs)`
+  (the same factory defined again replaces the old one, as in `register_host`)."""
+  if prefix in _HOST_PREFIXES and not redefines(_HOST_PREFIXES[prefix], factory):
+    raise ValueError(f"host environment prefix {prefix!r} is already registered by "
+                     f"{qualified_name(_HOST_PREFIXES[prefix])}; {qualified_name(factory)} needs another prefix")
   _HOST_PREFIXES[prefix] = factory
 
 
@@ -265,6 +273,7 @@ class HostCollect:
     shape = _Shape(codec, env.instructions, env.obs_len, env.action_len, env.max_turns)
     runner = self.runner = Runner(lm, make_layout(agent, shape), sampling, mesh=mesh)
     self._start = jax.jit(runner.start)
+    self._decode_params = jax.jit(runner.decode_params)
 
     self.both_branches = runner.revise_on and type(env).score is not HostEnv.score  # the env implements score
 
@@ -287,6 +296,7 @@ class HostCollect:
     if len(seeds) != self.n_tasks:
       raise ValueError(f"need one seed per task ({self.n_tasks}), got {len(seeds)}")
     self.last_errors = []
+    params = self._decode_params(params)
     failed_B = np.zeros((B,), bool)  # rows whose env failed (each ends on the turn it failed)
     first = self._call(lambda: env.reset([int(s) for s in seeds for _ in range(self.group_size)]),
                        np.ones((B,), bool), failed_B, 0)
@@ -328,7 +338,7 @@ class HostCollect:
       c = self._feedback(params, c, np.int32(turn), obs, record["reward"], alive_B)
       records.append(record)
     rec = jax.tree.map(lambda *xs: jnp.stack(xs, 1), *records)
-    traj = trajectory(c.buf, rec)
+    traj = trajectory(c, rec)
     traj = traj.replace(episode=dict(traj.episode, host_error=(rec["info"]["host_error"] & rec["live"]).any(1)))
     if self.last_errors:
       first = self.last_errors[0]
