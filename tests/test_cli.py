@@ -91,7 +91,9 @@ def test_help_lists_the_commands_flags_and_the_configs_fields(capsys):
   for flag in ("--resume", "--overwrite", "--debug", "--config.KEY=VALUE"):
     assert f"  {flag}" in out, flag
   assert "--device" not in out  # jarl plan's
-  assert "\n  train.steps = 60\n" in out and "\n  optim.lr = 0.0001\n" in out
+  assert re.search(r"\n  train.steps = 60 +# RL iterations\n", out)
+  assert re.search(r"\n  optim.lr = 0.0001 +# AdamW learning rate\n", out)
+  assert "\n  env.kwargs.max_turns = 6\n" in out  # a field without a comment of its own
   code, out, _ = jarl(capsys, "generate", "-h", "--config.prompt=ignored")
   assert code == 0 and re.search(r"\n  temperature = 0.8 +# 0 = greedy\n", out)
   assert re.search(r"\n  mesh.data = -1 +# -1 = the remaining devices\n  mesh.fsdp = 1\n", out)
