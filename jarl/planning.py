@@ -5,9 +5,9 @@
 Each turn the ACT header is forced once, then K candidates are sampled one after another
 from the same context into K slot ranges of the ACT budget (`Layout.sampled_slots`). Once
 sampled, a candidate's slots are hidden from later tokens and every row's cursor is restored
-(`rollout.hide_slots`), so each candidate sees only the context and starts at the same
+(`slots.hide_slots`), so each candidate sees only the context and starts at the same
 position. A registered scorer rates each candidate; per row the best one (ties: the first)
-is brought back (`rollout.keep_slots`) and the other ranges become idle slots. The buffers
+is brought back (`slots.keep_slots`) and the other ranges become idle slots. The buffers
 then read exactly as if the policy had sampled the chosen text alone: one forward over them
 reproduces the log-prob of every kept token, and CRITIQUE, VERDICT, REVISE and the env step
 all see the chosen text.
@@ -46,7 +46,7 @@ from jarl.agent import Layout, Segment
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import LM
-from jarl.rollout import Carry, _where, cursor, hide_slots, keep_slots
+from jarl.slots import Carry, cursor, hide_slots, keep_slots, where
 
 Array = jax.Array
 
@@ -162,7 +162,7 @@ class BestOfK:
       score_B = self.scorer(scene, Candidate(text, r.as_action(text), after.hidden_BxD)).astype(jnp.float32)
       score_B = jnp.where(alive_B, score_B, 0.0)
       this = dict(k_B=jnp.full((B,), k, jnp.int32), score_B=score_B, text=text, cursor=cursor(after))
-      best = _where((k == 0) | (score_B > best["score_B"]), this, best)  # ties keep the earlier candidate
+      best = where((k == 0) | (score_B > best["score_B"]), this, best)  # ties keep the earlier candidate
       return (hide_slots(c, after), best), score_B
 
     if self.scorer.joint:

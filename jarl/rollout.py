@@ -15,8 +15,8 @@ sampled tokens one slot per step. The slot buffers double as the training batch:
 
 With `AgentConfig.act_candidates = K > 1` the ACT segment is a best-of-K search
 (`jarl.planning`): K candidates are sampled one after another into K slot ranges, each
-hidden from the context once sampled (`hide_slots`), and the best-scoring one is put back
-(`keep_slots`), so the buffers read as if the policy had sampled the chosen text alone.
+hidden from the context once sampled (`slots.hide_slots`), and the best-scoring one is put back
+(`slots.keep_slots`), so the buffers read as if the policy had sampled the chosen text alone.
 
 The phases (`Runner.start`, `.policy`, `.feedback`) are also jitted one by one by the
 host bridge (`jarl.envs.host`), which steps Python environments between turns.
@@ -27,49 +27,22 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from jarl import sharding
+from jarl import planning, sharding, slots
 from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
 from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens, segment_ends
+from jarl.slots import Carry
 from jarl.types import Trajectory
 
 Array = jax.Array
 BUFFERS = {"tokens": jnp.int32, "positions": jnp.int32, "valid": jnp.bool_, "segment": jnp.int32,
            "turn": jnp.int32, "loss_mask": jnp.bool_, "logprob": jnp.float32, "reward": jnp.float32}
-
-
-@flax.struct.dataclass
-class Carry:
-  cache: KVCache
-  buf: dict  # name -> [B, T]
-  logits_BxV: Array  # next-token logits after each row's last valid slot
-  next_pos_B: Array  # RoPE position of each row's next token
-  last_policy_slot_B: Array  # where this turn's reward goes
-  hidden_BxD: Array  # final hidden state at each row's last valid slot (value scoring reads it)
-  decode_steps: Array  # int32: sampling steps run so far (all rows step together; early exit skips the rest)
-  decode_budget: Array  # int32: sampling steps the budgets of segments some row played allowed so far
-
-
-CURSOR = ("logits_BxV", "next_pos_B", "last_policy_slot_B", "hidden_BxD")  # a row's state between slots
-
-
-def cursor(c: Carry) -> dict:
-  return {name: getattr(c, name) for name in CURSOR}
-
-
-def _write(c: Carry, cols: dict) -> dict:
-  """Write [B, K] columns into the slot buffers at the cache cursor (before it advances)."""
-  K = next(iter(cols.values())).shape[1]
-  return {name: jax.lax.dynamic_update_slice(buf, cols.get(name, jnp.zeros((buf.shape[0], K), buf.dtype))
-                                             .astype(buf.dtype), (0, c.cache.index))
-          for name, buf in c.buf.items()}
 
 
 class Runner:
@@ -81,7 +54,6 @@ class Runner:
 
   def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None,
                mesh: Mesh | None = None, candidate_sampling: SamplingConfig | None = None):
-    from jarl import planning  # noqa: PLC0415  (planning builds on this module)
     self.lm, self.layout, self.sampling, self.mesh = lm, layout, sampling, mesh
     self.choose = choose or _sampler(sampling)
     self.codec = layout.env.codec
@@ -121,7 +93,7 @@ class Runner:
     n_B = valid_BxK.sum(1)
     last_h_Bx1xD = jnp.take_along_axis(h_BxKxD, jnp.maximum(n_B - 1, 0)[:, None, None], axis=1)
     logits_BxV = self.lm.apply(params, last_h_Bx1xD, method="logits")[:, 0]
-    buf = _write(c, dict(tokens=jnp.where(valid_BxK, toks.ids, self.pad_id), positions=positions_BxK,
+    buf = slots.write(c, dict(tokens=jnp.where(valid_BxK, toks.ids, self.pad_id), positions=positions_BxK,
                          valid=valid_BxK, segment=jnp.where(valid_BxK, int(segment), 0),
                          turn=jnp.where(valid_BxK, turn, 0)))
     wrote_Bx1 = (n_B > 0)[:, None]
@@ -155,7 +127,7 @@ class Runner:
       h_Bx1xD, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache, active_B[:, None],
                                      method="hidden")  # hidden + logits: plain and policy_value handles alike
       logits_Bx1xV = self.lm.apply(params, h_Bx1xD, method="logits")
-      buf = _write(c, dict(tokens=token_B[:, None], positions=jnp.where(active_B, positions_B, 0)[:, None],
+      buf = slots.write(c, dict(tokens=token_B[:, None], positions=jnp.where(active_B, positions_B, 0)[:, None],
                            valid=active_B[:, None], segment=jnp.where(active_B, int(segment), 0)[:, None],
                            turn=jnp.where(active_B, turn, 0)[:, None], loss_mask=active_B[:, None],
                            logprob=jnp.where(active_B, raw_logprob_B, 0.0)[:, None]))
@@ -225,7 +197,7 @@ class Runner:
     segment, best-of-K record: {} when K = 1).
 
     With a critique, every live row samples a REVISE; rows whose verdict accepted drop
-    theirs from the context afterwards (`_drop`: a shadow revision, free since idle rows
+    theirs from the context afterwards (`slots.drop`: a shadow revision, free since idle rows
     compute anyway), so `texts[REVISE]` holds the counterfactual second attempt of every row.
     With K > 1 ACT candidates, ACT is `planning.BestOfK` (env scoring reads `env_state`,
     the turn's state of the in-graph env) and `texts[ACT]` is the chosen candidate.
@@ -242,9 +214,9 @@ class Runner:
       if seg == Segment.VERDICT:
         revise_B = alive_B & (texts[seg].ids[:, 0] == self.layout.verdict_ids[1])
       if seg == Segment.REVISE:
-        c = _drop(before, c, alive_B & ~revise_B)
+        c = slots.drop(before, c, alive_B & ~revise_B)
     first, revised = self.attempts(texts)
-    action = first if revised is None else _where(revise_B, revised, first)
+    action = first if revised is None else slots.where(revise_B, revised, first)
     return c, action, revise_B, texts, planned
 
   def as_action(self, text: Tokens) -> Tokens:
@@ -282,51 +254,8 @@ def any_row(mask_B: Array) -> Array:
   return jnp.any(mask_B)
 
 
-def _where(cond_B: Array, a, b):
-  """Per row: pytree a where cond_B, else b."""
-  return jax.tree.map(lambda x, y: jnp.where(cond_B.reshape(cond_B.shape + (1,) * (x.ndim - 1)), x, y), a, b)
-
-
 def _sampler(sampling: SamplingConfig) -> Callable:
   return lambda logits_BxV, key: sample_tokens(logits_BxV, key, sampling)[0]
-
-
-def new_slots(before: Carry, after: Carry) -> Array:
-  """[T]: the slots written since `before` (T: the slot buffers' length; the cache may be shorter)."""
-  slot_T = jnp.arange(after.buf["valid"].shape[1])
-  return (slot_T >= before.cache.index) & (slot_T < after.cache.index)
-
-
-def _in_cache(x_BxT: Array, cache: KVCache) -> Array:
-  """A [B, T] slot mask cut to the cache's slots (the cursor never passes them)."""
-  return x_BxT[:, :cache.length]
-
-
-def _drop(before: Carry, after: Carry, drop_B: Array) -> Carry:
-  """Undo, for the rows in drop_B, what was written since `before`: their slots become idle
-  (invalid in the KV cache and the buffers) and their cursor state is restored."""
-  new_BxT = drop_B[:, None] & new_slots(before, after)[None]
-  buf = jax.tree.map(lambda old, x: jnp.where(new_BxT, old, x), before.buf, after.buf)  # old: never written
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~_in_cache(new_BxT, after.cache))
-  return after.replace(cache=cache, buf=buf, **_where(drop_B, cursor(before), cursor(after)))
-
-
-def hide_slots(before: Carry, after: Carry) -> Carry:
-  """Set aside, for every row, what was written since `before` (a best-of-K candidate): its
-  slots become invisible to later tokens (KV cache validity off) and the cursor state is
-  restored, but the buffers keep their contents (`keep_slots` brings one candidate back)."""
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS & ~_in_cache(new_slots(before, after)[None], after.cache))
-  return after.replace(cache=cache, **cursor(before))
-
-
-def keep_slots(before: Carry, after: Carry, keep_BxT: Array, kept_cursor: dict) -> Carry:
-  """Of the slots written (and hidden) since `before`, bring back keep_BxT: visible again in
-  the KV cache where their buffers hold valid tokens; the others become idle (invalid, no
-  loss). Each row's cursor state becomes `kept_cursor`, as after its kept slots."""
-  idle_BxT = new_slots(before, after)[None] & ~keep_BxT
-  buf = jax.tree.map(lambda old, x: jnp.where(idle_BxT, old, x), before.buf, after.buf)  # old: never written
-  cache = after.cache.replace(valid_BxS=after.cache.valid_BxS | _in_cache(keep_BxT & buf["valid"], after.cache))
-  return after.replace(cache=cache, buf=buf, **kept_cursor)
 
 
 def attempt_record(alive_B: Array, first: tuple, revised: tuple) -> dict:
@@ -427,9 +356,9 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
       if revised is not None:  # both branches from the same state and key: the verdict's counterfactual
         out_revised = step(state, revised, env_keys, **extra)
         attempts = attempt_record(alive_B, out, out_revised)
-        out = _where(revise_B, out_revised, out)
+        out = slots.where(revise_B, out_revised, out)
       new_state, obs, reward_B, term_B, trunc_B, info = out
-      state = _where(alive_B, new_state, state)
+      state = slots.where(alive_B, new_state, state)
       record = runner.record(alive_B, reward_B, term_B, trunc_B, revise_B, info)
       if revised is not None:
         record["attempts"] = attempts
