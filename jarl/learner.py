@@ -86,6 +86,11 @@ class AlgoConfig:
   # [rows, chunk, vocab] logits are recomputed in the backward pass, so [rows, slots, vocab]
   # is never held: the difference between fitting and not at a 150k vocabulary.
   logits_chunk: int = 0
+  # The update's forwards over each row's valid slots only, packed in order into this many slots
+  # (0: the [B, T] slot buffers as they are; idle slots cost as much as real ones). The same loss and
+  # gradients. A batch with a row longer than this is not trained on (policy/pack_overflow > 0 and
+  # the step is skipped like a non-finite one); `jarl train` stops and says to raise it.
+  pack_len: int = 0
 
   def __post_init__(self):
     algos.get_advantage(self.advantage)
@@ -96,6 +101,8 @@ class AlgoConfig:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.logits_chunk < 0:
       raise ValueError(f"AlgoConfig.logits_chunk must be >= 0 (0: no chunks), got {self.logits_chunk}")
+    if self.pack_len < 0:
+      raise ValueError(f"AlgoConfig.pack_len must be >= 0 (0: no packing), got {self.pack_len}")
     object.__setattr__(self, "segment_credit", credit.spec(self.segment_credit))
     if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
       raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
@@ -226,10 +233,12 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
   recomputed in the backward pass (`AlgoConfig.logits_chunk`).
   """
   tokens_BxT, positions_BxT, valid_BxT = batch["tokens"], batch["positions"], batch["valid"]
-  src_BxP = source_slots(valid_BxT)
-  tokens_BxP = tokens_BxT
-  if slots is not None:
-    src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
+  if "source" in batch:  # packed (`pack_slots`): each slot's source and token, already at the policy slots
+    src_BxP, tokens_BxP = batch["source"], batch["targets"]
+  else:
+    src_BxP, tokens_BxP = source_slots(valid_BxT), tokens_BxT
+    if slots is not None:
+      src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
   h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
   h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
 
@@ -240,6 +249,28 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
   h_value = jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD
   values_BxP = lm.apply(params, h_value, method="value") if lm.kind == "policy_value" else None
   return logp_BxP, entropy_BxP, values_BxP
+
+
+def pack_slots(batch: dict, length: int) -> tuple[dict, Array]:
+  """(the batch with each row's valid slots moved, in order, to the front of `length` slots, the rows'
+  overflow): the forward sees the same tokens at the same RoPE positions attending over the same
+  keys, so it computes the same. Adds `source` (the packed slot whose hidden state predicts each slot's
+  token) and `targets` (each slot's token), [B, T] like the per-slot training fields. A row with more
+  than `length` valid slots loses the rest: overflow = the most valid slots of a row past `length`."""
+  valid_BxT = batch["valid"]
+  B = valid_BxT.shape[0]
+  count_B = valid_BxT.sum(1)
+  packed_BxT = jnp.cumsum(valid_BxT, 1) - 1  # each valid slot's packed slot
+  dest_BxT = jnp.where(valid_BxT, packed_BxT, length)  # idle slots: dropped
+  rows_Bx1 = jnp.arange(B)[:, None]
+
+  def put(x_BxT):
+    return jnp.zeros((B, length), x_BxT.dtype).at[rows_Bx1, dest_BxT].set(x_BxT, mode="drop")
+  source_BxT = jnp.take_along_axis(packed_BxT, source_slots(valid_BxT), axis=1)
+  packed = dict(batch, tokens=put(batch["tokens"]), positions=put(batch["positions"]),
+                valid=jnp.arange(length)[None, :] < count_B[:, None],
+                source=jnp.clip(source_BxT, 0, length - 1), targets=batch["tokens"])
+  return packed, jnp.maximum(count_B.max() - length, 0)
 
 
 def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
@@ -318,6 +349,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       metrics.update(lagrange=state.lagrange, cost_over_budget=episode_cost_B.mean() - algo.cost_budget)
     B = traj.tokens.shape[0]
     micro_rows = B // (algo.minibatches * algo.microbatches)
+    if algo.pack_len:
+      batch, metrics["pack_overflow"] = pack_slots(batch, algo.pack_len)
 
     def forward(params, batch, slots):  # no gradient: one micro-batch of rows at a time, like the update
       return in_chunks(lambda mb: _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk),
@@ -340,6 +373,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     metrics["trained_tokens"] = batch["loss_mask"].sum()
     if algo.whiten_advantages:
       batch["advantage"] = algos.advantages.whiten(batch["advantage"], batch["loss_mask"])
+    if algo.pack_len:  # a row that did not fit: no update from this batch (skip_nonfinite skips it)
+      batch["advantage"] = jnp.where(metrics["pack_overflow"] > 0, jnp.nan, batch["advantage"])
     if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params

@@ -224,7 +224,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   section = dict(config.get("plan") or {})
   cfg = model_config(config.model)
   algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches",
-                                                          "logits_chunk")
+                                                          "logits_chunk", "pack_len")
                                if k in config.algo})
   adapters = models.LoRAConfig(**dict(config.model.get("lora") or {}))
   kind = "policy_value" if algo.needs_critic else "lm"
@@ -266,7 +266,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
                                                                    (layout.prompt_len, T))
   prompt_scores = H * math.prod(blocks) * (4 + c)
   rollout_logits = rows * (2 * V * 4 + prompt_scores)
-  activations = update_activations(cfg, micro, T, tensor, algo.logits_chunk, adapters.rank)
+  update_T = min(algo.pack_len or T, T)  # algo.pack_len: the update's forwards over that many slots
+  activations = update_activations(cfg, micro, update_T, tensor, algo.logits_chunk, adapters.rank)
   head_slots = min(algo.logits_chunk or T, T)  # the output head's slots at a time
   ref_logits = micro * head_slots * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
@@ -288,7 +289,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),
-      Item("update activations", activations, "update", f"per micro-batch of {micro} rows x {T} slots (estimate)"),
+      Item("update activations", activations, "update", f"per micro-batch of {micro} rows x {update_T} slots (estimate)"),
       Item("reference logits", ref_logits, "update",
            f"[{micro}, {head_slots}, V] float32, reference / value forward" if ref_logits else "none (no KL, no critic)"),
   )

@@ -316,6 +316,12 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
           f"tokens): its params have diverged ({int(learner.skipped_updates(state))} optimizer steps skipped so "
           f"far). Lower optim.lr (now {config.optim.lr}) or resume from an earlier checkpoint (--resume reads "
           f"step {ckpt.latest_step()}).")
+    if int(metrics.get("policy/pack_overflow", 0)):
+      writer.write(step, metrics)
+      raise ConfigError(
+          f"step {step}: a row has {int(metrics['policy/pack_overflow'])} more valid slots than "
+          f"algo.pack_len={config.algo.pack_len} (this step's update was skipped); raise algo.pack_len (at most "
+          f"the episode's {make_layout(run.agent, run.env).total_len} slots) or set it to 0, and --resume")
     if step % config.eval.every == 0 or step == config.train.steps:
       result = evaluate(run, state.params, config.eval.tasks, eval_seed)
       metrics.update({f"eval/{k}": v for k, v in result.items()})

@@ -228,3 +228,42 @@ def test_logits_chunks_never_hold_the_full_logits():
   whole, chunked = temp_bytes(0), temp_bytes(8)
   assert whole >= logits_bytes
   assert chunked < whole / 5 and chunked < logits_bytes / 2, (whole, chunked)
+
+
+def test_packed_update_equals_the_slot_buffers_update(setup):
+  """algo.pack_len: the update's forwards over each row's valid slots only, packed to the front, give the
+  update of the [B, T] buffers (with a KL reference and micro-batches: every forward is packed)."""
+  lm, traj = setup
+  longest = int(np.asarray(traj.valid).sum(1).max())
+  assert longest < traj.tokens.shape[1]  # idle slots to drop
+  batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid, loss_mask=traj.loss_mask)
+  packed_batch, overflow = learner.pack_slots(batch, longest)
+  assert int(overflow) == 0 and packed_batch["tokens"].shape[1] == longest
+  adv_BxT = jax.random.normal(jax.random.key(4), traj.tokens.shape) * traj.loss_mask
+
+  def loss(params, b):
+    logp_BxT, entropy_BxT, _ = learner._policy_outputs(lm, params, b, None)
+    return jnp.sum(logp_BxT * adv_BxT) + jnp.sum(entropy_BxT * traj.loss_mask)
+  (want, want_g), (got, got_g) = (jax.jit(jax.value_and_grad(loss))(lm.params, b) for b in (batch, packed_batch))
+  np.testing.assert_allclose(got, want, rtol=1e-5)
+  chex.assert_trees_all_close(got_g, want_g, atol=1e-5)
+  # The whole update (a KL reference and micro-batches: every forward packed): the same step. (Its params
+  # are not compared: Adam's first step divides each gradient by its own size, so rounding in gradients
+  # near 0 moves those params by up to lr.)
+  _, m_full = _update(lm, traj, kl_coef=0.1, microbatches=2)
+  _, m_packed = _update(lm, traj, kl_coef=0.1, microbatches=2, pack_len=longest)
+  for key in ("policy/kl", "policy/entropy", "policy/grad_norm"):
+    np.testing.assert_allclose(m_packed[key], m_full[key], rtol=1e-5, atol=1e-7)
+  assert int(m_packed["policy/pack_overflow"]) == 0 and int(m_packed["policy/skipped_updates"]) == 0
+
+
+def test_packed_update_that_does_not_fit_is_skipped(setup):
+  lm, traj = setup
+  longest = int(np.asarray(traj.valid).sum(1).max())
+  state = learner.init_state(lm, OPTIM)
+  update = jax.jit(learner.make_update(lm, learner.AlgoConfig(pack_len=longest - 3), OPTIM, group_size=4))
+  after, metrics = update(state, traj)
+  assert int(metrics["policy/pack_overflow"]) == 3 and int(metrics["policy/skipped_updates"]) == 1
+  chex.assert_trees_all_equal(after.params, state.params)
+  with pytest.raises(ValueError, match="pack_len must be >= 0"):
+    learner.AlgoConfig(pack_len=-1)
