@@ -24,7 +24,7 @@ from typing import Any, Callable
 from absl import flags
 from ml_collections import ConfigDict, config_flags
 
-from jarl import config_file
+from jarl import config_check, config_file
 from jarl.config_check import ConfigError
 
 REPO_CONFIGS = pathlib.Path(__file__).resolve().parent.parent / "configs"
@@ -174,9 +174,15 @@ def _overrides(args: list[str]) -> list[tuple[str, str]]:
 
 def _check_keys(config: ConfigDict, spec: str, args: list[str], command: str) -> None:
   """UsageError for a `--config.key` the config file does not set, naming the keys it may have meant
-  (config_flags can set only the fields the file sets)."""
+  (config_flags can set only the fields the file sets). A field the file leaves at its dataclass
+  default (`config_check.optional_default`: `--config.algo.pack_len=256` with a file that never names
+  it) is added with that default first."""
   for key, _ in _overrides(args):
-    if _get(config, key) is KeyError:
+    default = config_check.optional_default(key)
+    section = key.partition(".")[0]
+    if _get(config, key) is KeyError and default is not dataclasses.MISSING and _get(config, section) is not KeyError:
+      config[section][key.partition(".")[2]] = default  # a field the file leaves at its default: set it
+    elif _get(config, key) is KeyError:
       keys = [k for k, _ in config_file.leaves(config)]
       close = difflib.get_close_matches(key, keys, n=3, cutoff=0.6) or [
           k for k in keys if k.rsplit(".", 1)[-1] == key.rsplit(".", 1)[-1]][:3]

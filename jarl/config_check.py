@@ -81,6 +81,18 @@ _TYPES = {"int": int, "float": (int, float), "bool": bool, "str": str, "tuple": 
                                                                                     ml_collections.ConfigDict)}
 
 
+def optional_default(key: str) -> Any:
+  """The default of `section.field` when a config file may leave that field out: a field of the
+  section's dataclass (SECTIONS), or a ModelConfig field that is not architecture (`model.*`), with a
+  plain default (a number, string, bool or None). dataclasses.MISSING for any other key."""
+  from jarl.models.config import NOT_ARCHITECTURE, ModelConfig  # noqa: PLC0415
+  section, _, field = key.partition(".")
+  cls = SECTIONS.get(section) or (ModelConfig if section == "model" and field in NOT_ARCHITECTURE else None)
+  default = next((f.default for f in dataclasses.fields(cls) if f.name == field), dataclasses.MISSING) if cls else \
+      dataclasses.MISSING
+  return default if default is None or isinstance(default, (bool, int, float, str)) else dataclasses.MISSING
+
+
 def _get(config, key: str, default=None):
   node = config
   for part in key.split("."):

@@ -118,3 +118,16 @@ def test_config_file_fields_in_file_order_with_their_comments(tmp_path):
       ("workdir", "runs/b", "where it writes"), ("eval.every", 10, "before RL and at the end"),
       ("eval.tasks", 64, ""), ("model.preset", "tiny", "a name"), ("model.lora.rank", 4, ""),
       ("steps", 3, ""), ("seed", 0, "")]
+
+
+def test_fields_a_file_leaves_at_their_defaults_can_be_set(capsys):
+  """A section's dataclass field (or a model field that is not architecture) that the file never names is
+  set from its default's type; a typo is still refused."""
+  config, _ = cli.parse("train", ["--config.algo.pack_len=64", "--config.model.scan_layers=True",
+                                  "--config.model.attention=chunked", "--config.sampling.top_k=5"])
+  assert (config.algo.pack_len, config.model.scan_layers, config.model.attention) == (64, True, "chunked")
+  assert config.sampling.top_k == 5
+  code, _, err = jarl(capsys, "train", "--config.algo.pack_lenn=64")
+  assert code == 2 and "unknown config key 'algo.pack_lenn'" in err and "'algo.pack_len'" not in err
+  code, _, err = jarl(capsys, "train", "--config.model.n_layers=3")  # architecture: the preset's, not a flag's
+  assert code == 2 and "unknown config key 'model.n_layers'" in err
