@@ -173,7 +173,7 @@ def test_decode_params_in_the_compute_dtype_change_no_token(monkeypatch):
   """bfloat16 compute over float32 params: the rollout's bfloat16 copy of the params (made once per collect)
   samples the same tokens with the same log-probs as casting in every layer at every step."""
   lm16 = models.create(CFG.replace(dtype="bfloat16"), seed=0)
-  agent, key = SCHEMAS["plan_act"], jax.random.key(8)
+  agent, key = SCHEMAS["act"], jax.random.key(8)
   copied = make_collect(lm16, ENV, agent, n_tasks=2, group_size=2)(lm16.params, key)
   monkeypatch.setattr(rollout.Runner, "decode_params", lambda self, params: params)
   make_collect.cache_clear()
