@@ -8,9 +8,9 @@ GRPO then trains on the env's reward alone: 8 boards x 8 samples per iteration, 
 at temperature 1.5 (the warm-started policy is nearly deterministic, so at temperature 1
 most groups have no variance and teach nothing), groups with no variance filtered out.
 Expect on a 2-core CPU (3 seeds, `python benchmarks/quickstart.py`, results in
-benchmarks/results/quickstart.json): about 4 minutes alone; held-out greedy success on
-256 boards 47-55% after the warm start and 62-71% after 60 RL iterations, +15 points
-on every seed.
+benchmarks/results/quickstart.json): 4-10 minutes alone; held-out greedy success on
+256 boards 47-55% after the warm start and 62-71% after 60 RL iterations (+15 to +16 points
+on this CPU type; another CPU type gave seed 0 +10: XLA's float reductions differ).
 """
 
 from ml_collections import ConfigDict
