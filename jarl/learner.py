@@ -1,4 +1,4 @@
-"""TrainState, the optax optimizer from config, and the jitted RL and SFT updates.
+"""TrainState and the jitted RL and SFT updates (the optax optimizer from config: `jarl.optim`).
 
     state = init_state(lm, OptimConfig(lr=1e-4), reference=True)
     update = make_update(lm, algo, optim, group_size=8)      # (state, traj) -> (state, metrics)
@@ -10,16 +10,16 @@ critic-based estimators), reference log-probs for the KL term, then `epochs` pas
 accumulated over `microbatches` (a scan), so batch size and memory are independent.
 Micro-batch losses are weighted by their share of the minibatch's tokens (or rows for
 sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
-`skip_nonfinite` skips (and counts) optimizer steps whose gradients or updates are not
-finite: params never receive NaNs or infs. With LoRA adapters (`jarl.models.lora`) only the trainable half of
-the params is differentiated and has optimizer state, and the KL reference is the base
-policy with the adapters off instead of a stored copy.
+The optimizer (`jarl.optim`, re-exported here) skips (and counts) steps whose gradients or
+updates are not finite: params never receive NaNs or infs. With LoRA adapters
+(`jarl.models.lora`) only the trainable half of the params is differentiated and has optimizer
+state, and the KL reference is the base policy with the adapters off instead of a stored copy.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable
 
 import flax.struct
 import jax
@@ -33,30 +33,12 @@ from jarl import algos, planning, safety, sharding
 from jarl.agent import Segment
 from jarl.algos import credit
 from jarl.models import LM, lora
+from jarl.optim import OptimConfig, make_optimizer  # noqa: F401  (also learner.OptimConfig, learner.make_optimizer)
 from jarl.rollout import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array
-SCHEDULES = ("constant", "cosine", "linear")
 CRITIC_ESTIMATORS = ("gae", "gae_turns")  # advantage estimators that read the value head
-
-
-@dataclasses.dataclass(frozen=True)
-class OptimConfig:
-  lr: float = 1e-4
-  schedule: str = "constant"  # after a linear warmup from 0
-  warmup_steps: int = 0
-  total_steps: int = 1000  # for decaying schedules
-  end_lr_fraction: float = 0.1
-  b1: float = 0.9
-  b2: float = 0.95
-  eps: float = 1e-8
-  weight_decay: float = 0.0
-  max_grad_norm: float = 1.0
-
-  def __post_init__(self):
-    if self.schedule not in SCHEDULES:
-      raise ValueError(f"unknown schedule {self.schedule!r}; available: {list(SCHEDULES)}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,49 +106,6 @@ class TrainState:
 
   def key(self) -> Array:
     return jax.random.wrap_key_data(self.rng)
-
-
-def make_schedule(cfg: OptimConfig) -> optax.Schedule:
-  """Linear warmup from 0, then constant, cosine or linear decay to lr * end_lr_fraction."""
-  decay_steps = max(cfg.total_steps - cfg.warmup_steps, 1)
-  after = {"constant": optax.constant_schedule(cfg.lr),
-           "cosine": optax.cosine_decay_schedule(cfg.lr, decay_steps, alpha=cfg.end_lr_fraction),
-           "linear": optax.linear_schedule(cfg.lr, cfg.lr * cfg.end_lr_fraction, decay_steps)}[cfg.schedule]
-  if not cfg.warmup_steps:
-    return after
-  return optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps), after], [cfg.warmup_steps])
-
-
-def make_optimizer(cfg: OptimConfig) -> optax.GradientTransformation:
-  """clip by global norm -> AdamW on the schedule, skipping steps that are not finite (skip_nonfinite)."""
-  return skip_nonfinite(optax.chain(optax.clip_by_global_norm(cfg.max_grad_norm),
-                                    optax.adamw(make_schedule(cfg), b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
-                                                weight_decay=cfg.weight_decay)))
-
-
-class SkipNonfiniteState(NamedTuple):
-  inner_state: Any
-  total_notfinite: Array  # int32: steps skipped so far
-
-
-def skip_nonfinite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
-  """`inner`, except that a step whose gradients or updates hold a NaN or inf is skipped whole
-  (zero update, inner state unchanged) and counted. optax.apply_if_finite checks the gradients
-  only: an infinite learning rate turns finite gradients into NaN params. (Finite updates that
-  push params past float32's range make NaN logits, which stop a run naming the step; checking
-  the new params here too made the update's compile 1.5x slower for a 30-layer model.)"""
-  def init(params):
-    return SkipNonfiniteState(inner.init(params), jnp.zeros((), jnp.int32))
-
-  def update(grads, state, params=None):
-    updates, inner_state = inner.update(grads, state.inner_state, params)
-    # One reduction per leaf: x * 0 is NaN exactly where x is NaN or inf.
-    finite = jnp.isfinite(sum(jnp.sum(x.astype(jnp.float32) * 0.0) for x in jax.tree.leaves((grads, updates))))
-    updates, inner_state = jax.lax.cond(finite, lambda: (updates, inner_state),
-                                        lambda: (jax.tree.map(jnp.zeros_like, updates), state.inner_state))
-    return updates, SkipNonfiniteState(inner_state, state.total_notfinite + (~finite).astype(jnp.int32))
-
-  return optax.GradientTransformation(init, update)
 
 
 def _stores_reference(lm: LM, reference: bool) -> bool:

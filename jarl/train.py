@@ -31,7 +31,8 @@ import ml_collections
 import numpy as np
 from tqdm.auto import tqdm
 
-from jarl import config_check, distributed, envs, learner, machine, models, plan, planning, reward_model, sharding
+from jarl import (config_check, distributed, envs, learner, machine, models, optim, plan, planning, reward_model,
+                  sharding)
 from jarl.agent import AgentConfig, make_layout, render_episode
 from jarl.algos import credit
 from jarl.checkpoint import Checkpointer
@@ -301,7 +302,7 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
                                policy_slots=make_layout(run.agent, run.env).policy_slots)
   reward = reward_model.from_config(config.get("reward_model"), run.mesh)  # None: the env's rewards alone
   iteration = learner.make_iteration(collect, update, shardings, reward=reward)
-  schedule = learner.make_schedule(run.optim)
+  schedule = optim.make_schedule(run.optim)
   best = summary.get("best_eval_success", -1.0)
   first_step = int(state.step) + 1
   bar = tqdm(initial=first_step - 1, total=config.train.steps, desc="rl", disable=not distributed.is_main())

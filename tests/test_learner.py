@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jarl import envs, learner, models, sharding
+from jarl import envs, learner, models, optim, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.rollout import make_collect, replay_logprobs
 from jarl.sft import expert_batch
@@ -76,7 +76,7 @@ def test_steps_that_would_make_params_non_finite_are_skipped(setup):
 def test_skip_nonfinite_is_the_inner_optimizer_on_finite_steps():
   params = {"w": jnp.arange(4.0)}
   grads = {"w": jnp.array([0.5, -1.0, 2.0, 0.0])}
-  plain, guarded = optax.adam(0.1), learner.skip_nonfinite(optax.adam(0.1))
+  plain, guarded = optax.adam(0.1), optim.skip_nonfinite(optax.adam(0.1))
   want, _ = plain.update(grads, plain.init(params), params)
   got, state = guarded.update(grads, guarded.init(params), params)
   chex.assert_trees_all_close(got, want)
