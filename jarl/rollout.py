@@ -66,9 +66,9 @@ class Runner:
 
   def decode_params(self, params):
     """The rollout's copy of the params, made once per collect: floats in the compute dtype (every layer
-    casts to it anyway, so the tokens are the same; the value head keeps float32), and with a mesh replicated over fsdp
-    (`sharding.DECODE_RULES`) so that a decode step runs no collective to gather weights. The update
-    still trains (and recomputes log-probs with) the master params."""
+    casts to it anyway, so the tokens are the same; the value head keeps float32), and with a mesh
+    replicated over fsdp (`sharding.DECODE_RULES`) so that a decode step runs no collective to gather
+    weights. The update still trains (and recomputes log-probs with) the master params."""
     dtype = self.lm.config.compute_dtype
 
     def cast(path, x):  # the value head computes in float32 (`heads.ScalarHead`): its params stay so
