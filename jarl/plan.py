@@ -289,7 +289,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),
-      Item("update activations", activations, "update", f"per micro-batch of {micro} rows x {update_T} slots (estimate)"),
+      Item("update activations", activations, "update",
+           f"per micro-batch of {micro} rows x {update_T} slots (estimate)"),
       Item("reference logits", ref_logits, "update",
            f"[{micro}, {head_slots}, V] float32, reference / value forward" if ref_logits else "none (no KL, no critic)"),
   )
