@@ -82,8 +82,8 @@ class Runner:
   def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk; with no live
     row, no forward: the cursor moves past the chunk's K slots, which stay idle."""
-    skip = lambda c: c.replace(cache=c.cache.replace(index=c.cache.index + toks.size))
-    return jax.lax.cond(any_row(live_B), lambda c: self._forced(params, c, toks, segment, turn, live_B), skip, c)
+    done = run_if(any_row(live_B), lambda c: self._forced(params, c, toks, segment, turn, live_B), c)
+    return done.replace(cache=done.cache.replace(index=c.cache.index + toks.size))
 
   def _forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     K = toks.size
@@ -245,8 +245,14 @@ class Runner:
     B = still_B.shape[0]
     c = c.replace(buf=dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B)))
     last = turn == self.layout.env.max_turns - 1  # every episode has ended: no slots for a last observation
-    return jax.lax.cond(last, lambda c: c,
-                        lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
+    return run_if(~last, lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
+
+
+def run_if(pred: Array, fn: Callable, c):
+  """`fn(c)` if pred else c, as a while loop of at most one step: XLA updates a while loop's carry in place,
+  where a `lax.cond` copies every buffer its branches pass through (the KV cache; and the params, which
+  the layer scan inside the branch reads)."""
+  return jax.lax.while_loop(lambda s: s[0], lambda s: (jnp.zeros((), bool), fn(s[1])), (pred, c))[1]
 
 
 def any_row(mask_B: Array) -> Array:
@@ -312,6 +318,12 @@ def turn_groups(n_turns: int, groups: int = 4) -> list[int]:
   return segment_ends(n_turns, groups, min_len=1)
 
 
+def cache_lengths(layout: Layout) -> list[int]:
+  """The KV cache's slots during each run of turns (`turn_groups`): what the run's last turn can reach."""
+  return [min(layout.prompt_len + end * layout.turn_len, layout.total_len)
+          for end in turn_groups(layout.env.max_turns)]
+
+
 @functools.lru_cache(maxsize=32)
 def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_size: int = 1,
                  sampling: SamplingConfig = SamplingConfig(), mesh: Mesh | None = None,
@@ -335,14 +347,13 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
   layout = make_layout(agent, env)
   runner = Runner(lm, layout, sampling, choose, mesh, candidate_sampling)
   B, N = n_tasks * group_size, env.max_turns
-  groups = turn_groups(N)
-  cache_lens = [min(layout.prompt_len + (n + 1) * layout.turn_len, layout.total_len) for n in range(N)]
+  groups, cache_lens = turn_groups(N), cache_lengths(layout)
 
   def collect(params, key):
     params = runner.decode_params(params)
     key_tasks, key_env, key_turns = jax.random.split(key, 3)
     state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
-    c = runner.start(params, obs, cache_lens[groups[0] - 1])
+    c = runner.start(params, obs, cache_lens[0])
 
     def turn_fn(carry, xs):
       c, state, alive_B = carry
@@ -370,8 +381,8 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
 
     turns = (jnp.arange(N), jax.random.split(key_turns, N))
     carry, recs = (c, state, jnp.ones((B,), bool)), []
-    for first, end in zip([0] + groups[:-1], groups):  # turns [first, end) attend over the slots they can reach
-      carry = (runner.grow(carry[0], cache_lens[end - 1]),) + carry[1:]
+    for first, end, cache_len in zip([0] + groups[:-1], groups, cache_lens):  # turns [first, end)
+      carry = (runner.grow(carry[0], cache_len),) + carry[1:]  # attend over the slots they can reach
       carry, rec = jax.lax.scan(turn_fn, carry, jax.tree.map(lambda x: x[first:end], turns))
       recs.append(rec)
     rec = jax.tree.map(lambda *x: jnp.concatenate(x), *recs)
