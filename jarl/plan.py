@@ -15,6 +15,7 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
   rollout params      the rollout's copy of the params in the compute dtype, replicated   exact
                       over fsdp (none when that is what the params are)
   rollout KV cache    k and v (B x kv_heads x T x head_dim each) per layer + valid mask exact
+                      + half of the cache it last grew from (between runs of turns)
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
   rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
   update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
@@ -35,7 +36,9 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
 
 (c: compute dtype bytes; H, K, F and V per tensor shard, B and b per data x fsdp shard.)
 The activation constants are fitted to XLA's memory analysis of the compiled gradient
-(float32, CPU; 0-10% above it for full fine-tuning and LoRA).
+(float32, CPU; 0-10% above it for full fine-tuning and LoRA); for whole compiled iterations of
+every recipe at 4k tokens per episode the peak is within +1% to +3% of XLA's figure (float32
+compute, benchmarks/memory.py).
 The state items live throughout, the buffers in both phases; the peak is the state plus
 the buffers plus the larger of the rollout and the update phase. The device memory is
 `--device_memory_gb` / `plan.device_memory_gb`, a kind from DEVICE_MEMORY_GB
@@ -66,7 +69,7 @@ from jarl.config_check import ConfigError
 from jarl.agent import AgentConfig, make_layout
 from jarl.models import lora
 from jarl.models.transformer import KVCache
-from jarl.rollout import BUFFERS
+from jarl.rollout import BUFFERS, cache_lengths
 from jarl.tokenizer import load_tokenizer
 
 GiB = 2**30
@@ -218,6 +221,15 @@ def _count(tree) -> int:
   return sum(x.size for x in jax.tree.leaves(tree))
 
 
+def abstract_lm(section, cfg: models.ModelConfig, critic: bool = False, mesh=None) -> models.LM:
+  """A handle whose params are ShapeDtypeStructs (`model.lora` adapters attached, a value head with `critic`):
+  nothing allocated, no weights read. With a mesh its forwards lay activations out over it."""
+  adapters = models.LoRAConfig(**dict(section.get("lora") or {}))
+  kind = "policy_value" if critic else "lm"
+  graphdef, shapes, axes = (lora.abstract(cfg, kind, adapters) if adapters.rank else models.abstract(cfg, kind))
+  return models.LM(cfg, kind, graphdef, shapes, axes, mesh, lora=adapters if adapters.rank else None)
+
+
 def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: float = 0.0,
          n_devices: int | None = None) -> Plan:
   """The memory plan of a `jarl train` config (see the module docstring for what is counted)."""
@@ -226,10 +238,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches",
                                                           "logits_chunk", "pack_len")
                                if k in config.algo})
-  adapters = models.LoRAConfig(**dict(config.model.get("lora") or {}))
-  kind = "policy_value" if algo.needs_critic else "lm"
-  graphdef, shapes, axes = (lora.abstract(cfg, kind, adapters) if adapters.rank else models.abstract(cfg, kind))
-  handle = models.LM(cfg, kind, graphdef, shapes, axes, lora=adapters if adapters.rank else None)
+  handle = abstract_lm(config.model, cfg, algo.needs_critic)
+  kind, shapes, adapters = handle.kind, handle.params, handle.lora or models.LoRAConfig()
   mesh = _mesh(config.get("mesh"), n_devices or section.get("n_devices") or jax.device_count())
   data, tensor = mesh.shape["data"] * mesh.shape["fsdp"], mesh.shape["tensor"]
   specs = handle.param_specs()
@@ -251,6 +261,10 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   cache_shardings = models.cache_shardings(cfg, mesh, B)
   kv_bytes = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                  for x, s in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_shardings)))
+  # the cache grows between runs of turns (`rollout.cache_lengths`): XLA copies k, then v, into the bigger
+  # cache, so half of the previous run's cache is still held beside the new one
+  grown_from = ([0] + cache_lengths(layout))[-2]
+  kv_bytes += kv_bytes * grown_from // (2 * T)
   rows = -(-B // data)
   # the rollout's params (`Runner.decode_params`): compute dtype, nothing over fsdp; nothing new when that is
   # what the params already are
@@ -285,7 +299,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
            "none (the params as they are: same dtype, no fsdp)"),
       Item("rollout KV cache", kv_bytes, "rollout",
            f"{rows} rows x {T} slots x {cfg.n_layers} layers x {K} kv heads x {cfg.head_dim} x 2 (k, v), "
-           f"{cfg.dtype}"),
+           f"{cfg.dtype}" + (f"; + half of the {grown_from}-slot cache it grows from" if grown_from else "")),
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),

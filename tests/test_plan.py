@@ -10,6 +10,7 @@ from ml_collections import ConfigDict
 
 from jarl import envs, models, plan, train
 from jarl.agent import AgentConfig, make_layout
+from jarl.rollout import cache_lengths
 from jarl.tokenizer import load_tokenizer
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
@@ -28,9 +29,13 @@ def _config(**mesh):
   return c
 
 
-def _slots(c):
+def _layout(c):
   env = envs.make(c.env.name, tokenizer=load_tokenizer(c.tokenizer), **dict(c.env.kwargs))
-  return make_layout(AgentConfig(**dict(c.agent)), env).total_len
+  return make_layout(AgentConfig(**dict(c.agent)), env)
+
+
+def _slots(c):
+  return _layout(c).total_len
 
 
 def test_small_preset_by_hand():
@@ -42,7 +47,9 @@ def test_small_preset_by_hand():
   assert 8 * n_params <= p["optimizer state"] < 8 * n_params + 64  # two float32 moments (+ step counters)
   assert p["reference params"] == p["params"] and p["gradients"] == 2 * p["params"]
   T = _slots(c)
-  assert p["rollout KV cache"] == 2 * L * B * K * T * Dh * 4 + B * T + 4  # k, v float32; valid mask; cursor
+  kv = 2 * L * B * K * T * Dh * 4 + B * T + 4  # k, v float32; valid mask; cursor
+  grown_from = cache_lengths(_layout(c))[-2]  # the cache grows between runs of turns
+  assert 0 < grown_from < T and p["rollout KV cache"] == kv + kv * grown_from // (2 * T)  # + half the last one
   assert p["rollout buffers"] == B * T * (6 * 4 + 2)  # six 4-byte buffers, two bool
   assert p.peak == sum(p[n] for n in ("params", "optimizer state", "reference params", "rollout buffers")) + max(
       p["rollout KV cache"] + p["rollout logits"],
