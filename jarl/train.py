@@ -24,7 +24,7 @@ import pathlib
 import shutil
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -89,9 +89,13 @@ def load_pretrained(model_cfg: dict, mesh) -> models.LM:
   return lm
 
 
-def build(config: ml_collections.ConfigDict) -> Run:
-  """Everything a run needs, from the config (errors for bad names come from here)."""
-  tokenizer = load_tokenizer(config.tokenizer)
+def build(config: ml_collections.ConfigDict, abstract: bool = False) -> Run:
+  """Everything a run needs, from the config (errors for bad names come from here).
+
+  `abstract`: the params are ShapeDtypeStructs (nothing allocated, no weights read) and slots are
+  counted with `plan.tokenizer` when set, as `jarl plan` does: what an ahead-of-time compile of the
+  iteration needs (`compile_iteration`)."""
+  tokenizer = load_tokenizer((abstract and config.get("plan", {}).get("tokenizer")) or config.tokenizer)
   env, eval_env = (envs.make(config.env.name, tokenizer=tokenizer, guard=config.env.get("guard", False), split=split,
                              module=config.env.get("module", ""), **dict(config.env.kwargs))
                    for split in ("train", "eval"))
@@ -104,7 +108,10 @@ def build(config: ml_collections.ConfigDict) -> Run:
   sampling = _dataclass(SamplingConfig, config.sampling)
   mesh = sharding.mesh_from_config(config.mesh)
   model_cfg = dict(config.model)
-  if model_cfg.get("hf_path"):
+  lora = models.LoRAConfig(**dict(model_cfg.get("lora") or {}))  # absent or rank 0: off
+  if abstract:
+    lm = plan.abstract_lm(model_cfg, plan.model_config(config.model), algo.needs_critic, mesh)
+  elif model_cfg.get("hf_path"):
     lm = load_pretrained(model_cfg, mesh)
   else:
     lm = models.create(plan.preset_config(model_cfg), seed=config.seed, mesh=mesh)
@@ -117,12 +124,37 @@ def build(config: ml_collections.ConfigDict) -> Run:
     raise ConfigError(f"model vocab {lm.config.vocab_size} is smaller than the tokenizer's {tokenizer.vocab_size}")
   if not sampling.vocab_limit:  # never draw the model's padded rows beyond the tokenizer's ids
     sampling = dataclasses.replace(sampling, vocab_limit=vocab_limit(lm, tokenizer))
-  if algo.needs_critic:
+  if algo.needs_critic and not abstract:
     lm = models.with_value_head(lm, seed=config.seed)
-  lora = models.LoRAConfig(**dict(model_cfg.get("lora") or {}))  # absent or rank 0: off
-  if lora.rank:
+  if lora.rank and not abstract:
     lm = models.lora.add(lm, lora, seed=config.seed)
   return Run(config, tokenizer, env, eval_env, agent, lm, mesh, algo, optim, sampling)
+
+
+def make_iteration(run: Run) -> tuple[Callable, learner.TrainState]:
+  """(the jitted RL iteration `state -> (state, metrics, trajectory)`: rollout, rewards, update; the
+  TrainState's shardings it keeps)."""
+  config, rollout = run.config, run.config.rollout
+  shardings = learner.state_shardings(run.lm, run.optim, run.mesh, reference=run.algo.kl_coef > 0)
+  collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
+  update = learner.make_update(run.lm, run.algo, run.optim, rollout.group_size,
+                               policy_slots=make_layout(run.agent, run.env).policy_slots)
+  reward = reward_model.from_config(config.get("reward_model"), run.mesh)  # None: the env's rewards alone
+  return learner.make_iteration(collect, update, shardings, reward=reward), shardings
+
+
+def compile_iteration(config: ml_collections.ConfigDict):
+  """The RL iteration compiled ahead of time for this machine's devices from abstract inputs (`build(config,
+  abstract=True)`): nothing allocated, no weights read. `.memory_analysis()` gives XLA's own figures per
+  device (benchmarks/memory.py). In-graph envs only: a host env's rollout is Python between compiled turns."""
+  run = build(config, abstract=True)
+  if not isinstance(run.env, envs.TextEnv):
+    raise ConfigError(f"env {config.env.name!r} steps on the host: its rollout is no single compiled program")
+  iteration, shardings = make_iteration(run)
+  state = jax.eval_shape(lambda p: learner.init_state(run.lm.replace(params=p), run.optim,
+                                                      reference=shardings.ref_params is not None), run.lm.params)
+  state = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings)
+  return iteration.lower(state).compile()
 
 
 def evaluate(run: Run, params, n_tasks: int, seed: int, return_traj: bool = False):
@@ -258,8 +290,8 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
                          config=config.to_dict())
   ckpt = Checkpointer(workdir / "checkpoints", keep=config.train.keep_checkpoints)
   eval_seed = 10_000 + config.seed  # held-out tasks: a seed stream training never uses
-  reference = run.algo.kl_coef > 0
-  shardings = learner.state_shardings(run.lm, run.optim, run.mesh, reference=reference)
+  iteration, shardings = make_iteration(run)
+  reference = shardings.ref_params is not None
 
   def fresh_state(lm):  # on the mesh from the start: a restore's target, and global on every process
     return jax.device_put(learner.init_state(lm, run.optim, seed=config.seed, reference=reference), shardings)
@@ -296,12 +328,6 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
     save(0)  # the warm-started start: a run stopped from here on resumes without redoing it
     stop_if_signalled(0)
 
-  rollout = config.rollout
-  collect = make_collect(run.lm, run.env, run.agent, rollout.n_tasks, rollout.group_size, run.sampling, run.mesh)
-  update = learner.make_update(run.lm, run.algo, run.optim, rollout.group_size,
-                               policy_slots=make_layout(run.agent, run.env).policy_slots)
-  reward = reward_model.from_config(config.get("reward_model"), run.mesh)  # None: the env's rewards alone
-  iteration = learner.make_iteration(collect, update, shardings, reward=reward)
   schedule = optim.make_schedule(run.optim)
   best = summary.get("best_eval_success", -1.0)
   first_step = int(state.step) + 1

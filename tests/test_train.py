@@ -330,3 +330,22 @@ def test_a_failed_save_is_one_clear_error(tmp_path, monkeypatch):
   assert "No space left" in json.loads((tmp_path / "summary.json").read_text())["error"]
   monkeypatch.undo()
   assert train.train(small_config(tmp_path, steps=3), resume=True)["steps"] == 3  # step 1's checkpoint resumes
+
+
+def test_the_iteration_compiled_from_shapes_alone_runs_on_a_real_state(tmp_path):
+  c = small_config(tmp_path)
+  compiled = train.compile_iteration(c)  # no params allocated for this
+  assert compiled.memory_analysis().temp_size_in_bytes > 0
+  run = train.build(c)
+  shardings = learner.state_shardings(run.lm, run.optim, run.mesh)
+  state = jax.device_put(learner.init_state(run.lm, run.optim, seed=c.seed), shardings)
+  state, metrics, _ = compiled(state)  # the same program as training's: same shapes, same layout
+  assert int(state.step) == 1 and float(metrics["episode/return"]) >= 0
+
+
+def test_compile_iteration_refuses_a_host_env(tmp_path):
+  c = small_config(tmp_path)
+  c.env.name, c.env.kwargs = "rg:chain_sum", dict(max_turns=1)
+  c.sft.steps = 0
+  with pytest.raises(train.ConfigError, match="steps on the host"):
+    train.compile_iteration(c)
