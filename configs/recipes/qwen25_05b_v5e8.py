@@ -12,11 +12,14 @@ fsdp=8 shards the float32 master weights and AdamW moments over the 8 chips; a m
 1 row per chip (the [T, V] float32 logits of Qwen's 152k vocabulary and the T x T attention
 scores dominate the update).
 
-Memory plan (`jarl plan`, 8 devices; slots counted in bytes, an upper bound for Qwen's tokenizer):
-params 236 MiB, optimizer state 472 MiB, gradients 472 MiB per device (float32 master weights and
-AdamW moments, bfloat16 compute); rollout KV cache 210 MiB (16 rows x 1119 slots per device); update
-activations 8.36 GiB (micro-batch of 1 row x 1119 slots per device):
-peak 9.51 GiB of 16.00 GiB (v5e) -> fits.
+Memory plan (`jarl plan`, 8 devices; slots counted in bytes, an upper bound for Qwen's tokenizer;
+attention "auto", layers scanned with block remat, logits 512 slots at a time): params 235.8 MiB,
+optimizer state 471.6 MiB, gradients 471.6 MiB per device (float32 master weights and AdamW moments,
+bfloat16 compute); rollout params 942.3 MiB (the bfloat16 copy the rollout reads, whole on every chip),
+rollout KV cache 287.4 MiB (16 rows x 1119 slots per device); update activations 1.83 GiB (micro-batch of
+1 row x 1119 slots per device):
+peak 2.98 GiB of 16.00 GiB (v5e) -> fits. XLA's own figure for a compiled
+iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 
 from ml_collections import ConfigDict
@@ -28,7 +31,7 @@ def get_config() -> ConfigDict:
   c.workdir = "runs/qwen25_05b_v5e8"  # multi-host: a path every host sees (WORKDIR= sets it)
   c.tokenizer = "Qwen/Qwen2.5-0.5B-Instruct"
   c.model = ConfigDict(dict(hf_path="Qwen/Qwen2.5-0.5B-Instruct", preset="qwen2.5-0.5b", dtype="bfloat16",
-                            param_dtype="float32"))
+                            param_dtype="float32", attention="auto", scan_layers=True, remat="block"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=8, tensor=1))
   c.env = ConfigDict(dict(name="countdown", module="", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
   c.agent = ConfigDict(dict(plan_budget=256))  # act_budget: the env's action_len + 1
@@ -37,7 +40,7 @@ def get_config() -> ConfigDict:
   c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
                            policy_loss_kwargs=ConfigDict(dict(clip_low=0.2, clip_high=0.28)),
                            entropy_coef=0.0, kl_coef=0.0, kl_estimator="k3", filter_zero_variance=True,
-                           epochs=1, minibatches=2, microbatches=8))
+                           epochs=1, logits_chunk=512, minibatches=2, microbatches=8))
   c.optim = ConfigDict(dict(lr=1e-6, warmup_steps=5, schedule="constant", max_grad_norm=1.0))
   # warm start on the env's expert answers (format only); batch = one update micro-batch, so it fits
   c.sft = ConfigDict(dict(episodes=256, steps=20, batch_size=8, lr=1e-5))

@@ -8,14 +8,16 @@
 
 GRPO with clip-higher (0.2 / 0.28), zero-variance groups filtered and no KL term, on 3-turn Countdown:
 a 128-token plan, then the expression, each turn; 16 tasks x 8 samples per iteration.
-fsdp=8, 1 row per chip per micro-batch, and a 128-token plan per turn (with 256 the plan's peak
-would take nearly all of the 16 GiB, no room for what the estimate misses).
+fsdp=8, 1 row per chip per micro-batch, and a 128-token plan per turn.
 
-Memory plan (`jarl plan`, 8 devices; slots counted in bytes, an upper bound for Qwen's tokenizer):
-params 821 MiB, optimizer state 1.60 GiB, gradients 1.60 GiB per device (float32 master weights and
-AdamW moments, bfloat16 compute); rollout KV cache 1.26 GiB (16 rows x 735 slots per device); update
-activations 6.39 GiB (micro-batch of 1 row x 735 slots per device):
-peak 10.40 GiB of 16.00 GiB (v5e) -> fits.
+Memory plan (`jarl plan`, 8 devices; slots counted in bytes, an upper bound for Qwen's tokenizer;
+attention "auto", layers scanned with block remat, logits 512 slots at a time): params 820.8 MiB,
+optimizer state 1.60 GiB, gradients 1.60 GiB per device (float32 master weights and AdamW moments,
+bfloat16 compute); rollout params 3.20 GiB (the bfloat16 copy the rollout reads, whole on every chip),
+rollout KV cache 1.74 GiB (16 rows x 735 slots per device); update activations 2.53 GiB (micro-batch of 1
+row x 735 slots per device):
+peak 7.50 GiB of 16.00 GiB (v5e) -> fits. XLA's own figure for a compiled
+iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 
 from ml_collections import ConfigDict
@@ -27,7 +29,7 @@ def get_config() -> ConfigDict:
   c.workdir = "runs/qwen3_17b_v5e8"  # multi-host: a path every host sees (WORKDIR= sets it)
   c.tokenizer = "Qwen/Qwen3-1.7B"
   c.model = ConfigDict(dict(hf_path="Qwen/Qwen3-1.7B", preset="qwen3-1.7b", dtype="bfloat16",
-                            param_dtype="float32"))
+                            param_dtype="float32", attention="auto", scan_layers=True, remat="block"))
   c.mesh = ConfigDict(dict(data=-1, fsdp=8, tensor=1))
   c.env = ConfigDict(dict(name="countdown", module="", kwargs=ConfigDict(dict(n_numbers=4, max_turns=3))))
   c.agent = ConfigDict(dict(plan_budget=128))  # act_budget: the env's action_len + 1
@@ -36,7 +38,7 @@ def get_config() -> ConfigDict:
   c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
                            policy_loss_kwargs=ConfigDict(dict(clip_low=0.2, clip_high=0.28)),
                            entropy_coef=0.0, kl_coef=0.0, kl_estimator="k3", filter_zero_variance=True,
-                           epochs=1, minibatches=2, microbatches=8))
+                           epochs=1, logits_chunk=512, minibatches=2, microbatches=8))
   c.optim = ConfigDict(dict(lr=1e-6, warmup_steps=5, schedule="constant", max_grad_norm=1.0))
   # warm start on the env's expert answers (format only); batch = one update micro-batch, so it fits
   c.sft = ConfigDict(dict(episodes=256, steps=20, batch_size=8, lr=1e-5))
