@@ -37,7 +37,7 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
 (c: compute dtype bytes; H, K, F and V per tensor shard, B and b per data x fsdp shard.)
 The activation constants are fitted to XLA's memory analysis of the compiled gradient
 (float32, CPU; 0-10% above it for full fine-tuning and LoRA); for whole compiled iterations of
-every recipe at 4k tokens per episode the peak is within +1% to +3% of XLA's figure (float32
+the recipes at 2k-8k tokens per episode the peak is within -2% to +3% of XLA's figure (float32
 compute, benchmarks/memory.py).
 The state items live throughout, the buffers in both phases; the peak is the state plus
 the buffers plus the larger of the rollout and the update phase. The device memory is
