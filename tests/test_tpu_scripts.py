@@ -18,7 +18,10 @@ RECIPE = "configs/recipes/qwen3_8b_v5p16.py"
 
 def _run(args, env=None, check=True, cwd=ROOT):
   env = {k: v for k, v in os.environ.items() if not k.startswith(("TPU_", "JARL_", "WORKDIR", "BUCKET", "QUEUED",
-                                                                    "SPOT", "RUN", "SLURM_"))} | (env or {})
+                                                                    "SPOT", "RUN", "SLURM_",
+                                                                    # set by benchmarks/accelerator.py's import in
+                                                                    # a neighbouring test: the scripts' defaults here
+                                                                    "XLA_PYTHON_CLIENT_"))} | (env or {})
   out = subprocess.run(args, capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
   if check:
     assert out.returncode == 0, out.stderr
