@@ -15,6 +15,9 @@ CONFIGS = pathlib.Path(__file__).parent.parent / "configs"
 def test_readme_api_example_runs():
   readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
   code = re.findall(r"```python\n(.*?)```", readme, re.S)[0]
+  tiny = 'models.preset("tiny")'  # one layer: the same program, a quarter of the compile
+  assert tiny in code
+  code = code.replace(tiny, 'models.preset("tiny", n_layers=1)')
   namespace = {}
   exec(compile(code, "README.md", "exec"), namespace)
   assert 0.0 <= float(namespace["metrics"]["episode/success"]) <= 1.0
