@@ -4,6 +4,7 @@
     peak = common.matmul_peak_flops()                    # FLOP/s of a large float32 jnp.dot, measured now
     t = common.time_call(fn, repeats=3)                  # first call apart (compile / warm-up), then the median
     common.write_results("generate", machine, rows, columns)   # results/<name>.json + .md, table printed
+    lm = common.stop_rate_weights(lm, stop_id, mean_len=16)   # the "variable" workloads' weights
 
 Numbers from one run are compared with each other: measure the peak and every system in
 the same run, because a shared machine's speed changes from minute to minute.
@@ -21,8 +22,10 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import jarl.machine
+from jarl import models
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PACKAGES = jarl.machine.PACKAGES + ("torch", "transformers", "google-tunix")
@@ -60,6 +63,39 @@ def time_call(fn: Callable[[], object], repeats: int = 3) -> Timing:
     fn()
     times.append(time.perf_counter() - start)
   return Timing(first, times)
+
+
+def stop_rate_weights(lm: models.LM, stop_id: int, mean_len: float) -> models.LM:
+  """`lm` with weights whose next token is uniform over the vocabulary, except `stop_id`, drawn with
+  probability 1 / mean_len at every step whatever came before: a row's length (stop included) is
+  geometric with mean `mean_len`, the spread of lengths the "variable" workloads need.
+
+  Every shape, and so every FLOP, is the model's: each token embeds to the same vector along the first
+  axis, the blocks' output projections (attention `o`, MLP `down`) are zero so the residual stream
+  stays that vector, the final norm keeps only the first axis, and the output row of that axis is 0
+  for every token but the stop. XLA and torch multiply by the zeros as by any weights. (With tied
+  embeddings the stop's raised first entry is also its input embedding: after a stop the rate moves
+  by ~1e-4 through the norm's eps.)
+  """
+  cfg = lm.config
+  V, D = cfg.vocab_size, cfg.d_model
+  if not 0 <= stop_id < V or mean_len <= 1:
+    raise ValueError(f"stop_id {stop_id} must be in [0, {V}) and mean_len {mean_len} > 1")
+  h0 = 1.0 / np.sqrt(1.0 / D + cfg.rms_norm_eps)  # the final norm's first output for the residual e_0
+  gap = np.log((V - 1) / (mean_len - 1))  # the stop's logit over the others': p = e^gap / (e^gap + V - 1)
+
+  def zero_outputs(path, x):
+    names = [str(getattr(k, "key", k)) for k in path]
+    return jnp.zeros_like(x) if names[-2:] in (["o", "kernel"], ["down", "kernel"]) else x
+  params = jax.tree_util.tree_map_with_path(zero_outputs, lm.params)
+  embed_VxD = jnp.zeros_like(params["embed"]).at[:, 0].set(1.0)
+  if cfg.tie_embeddings:  # logits = h . embed: every token's first entry 1, the stop's raised
+    embed_VxD = embed_VxD.at[stop_id, 0].add(gap / h0)
+  else:
+    params["lm_head"] = dict(kernel=jnp.zeros_like(params["lm_head"]["kernel"]).at[0, stop_id].set(gap / h0))
+  params["embed"] = embed_VxD
+  params["final_norm"] = dict(scale=jnp.zeros_like(params["final_norm"]["scale"]).at[0].set(1.0))
+  return lm.replace(params=params)
 
 
 def matmul_peak_flops(sizes: Sequence[int] = (1024, 2048), repeats: int = 5, dtype=jnp.float32) -> float:

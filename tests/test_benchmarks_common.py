@@ -31,3 +31,36 @@ def test_variant_sweep_means_and_partial_reruns(tmp_path, monkeypatch):
       ("a", 0, 1), ("a", 2, 3), ("a", "mean", 2), ("b", 1, 51), ("b", "mean", 51),
       ("c", 0, 100), ("c", 2, 102), ("c", "mean", 101)]
   assert "Rows of a, c are from an earlier run" in (tmp_path / "sweep.md").read_text()
+
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_stop_rate_weights_draw_the_stop_at_the_asked_rate_in_jarl_and_transformers(tmp_path, monkeypatch, tied):
+  """Whatever the context: the stop with probability 1 / mean_len, every other token equally likely;
+  transformers reading the exported weights gives the same distribution."""
+  monkeypatch.syspath_prepend(str(BENCHMARKS))
+  import common
+  import torch
+  import transformers
+  from jarl import models
+  cfg = models.preset("tiny", d_model=64, n_layers=2, n_heads=2, n_kv_heads=1, mlp_dim=128, tie_embeddings=tied)
+  lm = common.stop_rate_weights(models.create(cfg, seed=0), stop_id=7, mean_len=12.0)
+  ids = np.random.RandomState(1).randint(0, cfg.vocab_size, (2, 9))
+  ids[1, 4] = 7  # a stop inside the context changes nothing
+  out = lm.apply(lm.params, ids)
+  probs = np.asarray(jax.nn.softmax(out[0] if isinstance(out, tuple) else out, -1))
+  rtol = 1e-3 if tied else 1e-5  # tied: the stop's raised embedding moves the norm's eps share after it
+  np.testing.assert_allclose(probs[..., 7], 1 / 12, rtol=rtol)
+  others = np.delete(probs, 7, axis=-1)
+  np.testing.assert_allclose(others, (1 - 1 / 12) / (cfg.vocab_size - 1), rtol=rtol)
+  models.save_pretrained(lm, tmp_path)
+  hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+  with torch.inference_mode():
+    theirs = torch.softmax(hf(torch.as_tensor(ids)).logits, -1).numpy()
+  np.testing.assert_allclose(theirs, probs, rtol=1e-4)
+  with pytest.raises(ValueError, match="stop_id"):
+    common.stop_rate_weights(lm, stop_id=cfg.vocab_size, mean_len=12.0)
