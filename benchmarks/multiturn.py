@@ -2,6 +2,7 @@
 
     python benchmarks/multiturn.py                              # tiny and small, 3 repeats (~3 min on 2 cores)
     python benchmarks/multiturn.py --presets tiny --repeats 1   # a quick look
+    python benchmarks/multiturn.py --workloads variable         # only the variable-length one
 
 Workload (the same in both systems, same weights): 64 episodes run as one batch, 4 turns
 each, 16 sampled tokens per turn (temperature 1 over the full vocabulary, no early stop:
@@ -9,7 +10,18 @@ the stop token lies outside the model's vocabulary), an 8-token observation afte
 turn but the last, a 32-token prompt (24 system + 8 first observation); presets `tiny`
 and `small`, float32, random weights, byte tokens (ids < 256, valid in both vocabularies).
 The env (`DigitCount`, defined here) counts the ASCII digits of the action text and
-answers "n=DD t=T" (reward = digits / 16); it truncates after 4 turns.
+answers "n=DD t=T" (reward = digits / 16); it truncates after 4 turns. That is the "fixed" workload.
+
+The "variable" workload (`--workloads`, each row's `workload`) has the spread of a real agent's
+episodes: the preset runs `common.stop_rate_weights` (same shapes and FLOPs; each sampled token is
+the stop, now the vocabulary's last id, with probability 1 / 8, else uniform), so a turn's reply
+stops after a geometric number of tokens (mean 8 with the stop, cut at 16), and a reply of at most
+3 tokens before its stop ends the episode (DigitCount terminates: a short final answer), which
+happens on 41% of turns: about 41% / 24% / 14% / 21% of episodes play 1 / 2 / 3 / 4 turns. The
+python loop generates with the stop as EOS (a row's reply ends at its first stop; `generate` runs
+until every row of the call has stopped) and steps only the episodes still running, so its batch
+shrinks turn by turn; jarl runs every row in one program, ends a turn's decode loop when every row
+has stopped and skips turns in which every episode has ended.
   jarl         `make_collect`: reset, prompt, 4 x (16 sampled slots, env step, observation
                forced as one chunk) in ONE jitted program with one KV cache.
   python-loop  what RAGEN / verl-style agent loops do: per turn, one `generate` call on the
@@ -17,8 +29,9 @@ answers "n=DD t=T" (reward = digits / 16); it truncates after 4 turns.
                16, do_sample=True), then per episode decode the tokens to text, step a
                Python twin of the env, encode the observation and append it to the history.
 
-Columns: episodes_per_s = episodes / seconds; tokens_per_s = generated tokens (episodes x
-turns x gen_tokens_per_turn) / seconds; seconds = the median over `--repeats` whole
+Columns: episodes_per_s = episodes / seconds; tokens_per_s = generated tokens (fixed: episodes x
+turns x gen_tokens_per_turn; variable: the tokens the calls sampled, stops included) / seconds;
+mean_turns / mean_reply = turns per episode / tokens per reply over the timed calls; seconds = the median over `--repeats` whole
 batches of episodes (after a warm-up; the systems take turns so that both see the same
 load); compile_s = what jarl's first call took beyond a typical one (XLA compilation);
 speedup_vs_python_loop = episodes_per_s / the python loop's; load_average = the highest
@@ -67,9 +80,10 @@ from jarl.rollout import make_collect  # noqa: E402
 from jarl.sampling import SamplingConfig  # noqa: E402
 from jarl.tokenizer import ByteTokenizer  # noqa: E402
 
-COLUMNS = ("system", "preset", "batch", "episodes", "turns", "gen_tokens_per_turn", "obs_tokens_per_turn",
-           "prompt_len", "episodes_per_s", "tokens_per_s", "seconds", "compile_s", "speedup_vs_python_loop",
-           "load_average")
+COLUMNS = ("system", "workload", "preset", "batch", "episodes", "turns", "gen_tokens_per_turn", "obs_tokens_per_turn",
+           "prompt_len", "mean_turns", "mean_reply", "episodes_per_s", "tokens_per_s", "seconds", "compile_s",
+           "speedup_vs_python_loop", "load_average")
+WORKLOADS = ("fixed", "variable")
 DIGITS = "0123456789"
 
 
@@ -80,30 +94,48 @@ class Workload:
   gen_tokens: int = 16  # per turn
   obs_tokens: int = 8  # per observation
   prompt_len: int = 32  # system + first observation
+  mean_len: float = 0.0  # > 0: the variable workload, replies of this many tokens on average (stop included)
+  end_len: int = 3  # variable: a reply of at most this many tokens before its stop ends the episode
+
+  @property
+  def variable(self) -> bool:
+    return self.mean_len > 0
+
+  @property
+  def name(self) -> str:
+    return "variable" if self.variable else "fixed"
 
   @property
   def generated(self) -> int:
+    """Tokens a batch of episodes samples (the fixed workload's; the variable one's are counted)."""
+    assert not self.variable, "the variable workload's lengths are random: count them"
     return self.episodes * self.turns * self.gen_tokens
+
+  def ends(self, n_text_tokens: int, stopped: bool) -> bool:
+    """Whether a reply ends its episode (variable: a short one, stopped within end_len + 1 tokens)."""
+    return self.variable and stopped and n_text_tokens <= self.end_len
 
 
 class BenchTokenizer(ByteTokenizer):
-  """The byte tokenizer plus one token just past the model's vocabulary: a stop the sampler never draws."""
+  """The byte tokenizer with a stop token STOP at `stop_id`: by default just past the model's
+  vocabulary (a stop the sampler never draws: the fixed workload), or the model's last id (the
+  variable workload's stop_rate_weights draw it)."""
 
-  NEVER = "\u2403"  # "␃"
+  STOP = "\u2403"  # "␃"
 
-  def __init__(self, model_vocab: int):
-    super().__init__(model_vocab + 1)
-    self.never_id = model_vocab
+  def __init__(self, model_vocab: int, stop_id: int | None = None):
+    self.stop_id = model_vocab if stop_id is None else stop_id
+    super().__init__(max(model_vocab, self.stop_id + 1))
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
-    first, *rest = text.split(self.NEVER)
+    first, *rest = text.split(self.STOP)
     ids = super().encode(first, add_bos)
     for piece in rest:
-      ids += [self.never_id] + super().encode(piece)
+      ids += [self.stop_id] + super().encode(piece)
     return ids
 
   def token_bytes(self, token_id: int) -> bytes:
-    return self.NEVER.encode() if token_id == self.never_id else super().token_bytes(token_id)
+    return self.STOP.encode() if token_id == self.stop_id else super().token_bytes(token_id)
 
 
 def observation(count: int, turn: int, obs_len: int) -> str:
@@ -111,11 +143,15 @@ def observation(count: int, turn: int, obs_len: int) -> str:
   return f"n={count:02d} t={turn % 10}".ljust(obs_len, ".")
 
 
-def py_step(turn: int, action_text: str, work: Workload) -> tuple[int, str, float, bool]:
-  """The Python twin of DigitCount.step: (turn, observation text, reward, done)."""
+def py_step(turn: int, action_text: str, work: Workload, n_tokens: int | None = None,
+            stopped: bool = False) -> tuple[int, str, float, bool]:
+  """The Python twin of DigitCount.step: (turn, observation text, reward, done). `n_tokens`: the
+  reply's tokens before its stop (default: its characters), `stopped`: whether it ended at a stop."""
   count = sum(c in DIGITS for c in action_text)
   turn += 1
-  return turn, observation(count, turn, work.obs_tokens), count / work.gen_tokens, turn >= work.turns
+  n = len(action_text) if n_tokens is None else n_tokens
+  done = turn >= work.turns or work.ends(n, stopped)
+  return turn, observation(count, turn, work.obs_tokens), count / work.gen_tokens, done
 
 
 @flax.struct.dataclass
@@ -124,7 +160,8 @@ class CountState:
 
 
 class DigitCount(TextEnv):
-  """Count the ASCII digits of the action; observation "n=DD t=T" (obs_len tokens); truncated after max_turns."""
+  """Count the ASCII digits of the action; observation "n=DD t=T" (obs_len tokens); truncated after max_turns;
+  on the variable workload a reply of at most end_len tokens that stopped terminates."""
 
   instructions = "Write digits; I count."
 
@@ -132,6 +169,7 @@ class DigitCount(TextEnv):
     if work.obs_tokens < 8:
       raise ValueError(f"DigitCount's observation needs >= 8 tokens, got {work.obs_tokens}")
     super().__init__(codec, obs_len=work.obs_tokens, action_len=work.gen_tokens, max_turns=work.turns)
+    self.work = work
     self.template = jnp.asarray(self._encode(observation(0, 0, work.obs_tokens)))
     self.digit_ids = jnp.asarray([self._encode(d)[0] for d in DIGITS])
 
@@ -155,8 +193,10 @@ class DigitCount(TextEnv):
     count = jnp.sum(live_N & (bytes_N >= ord("0")) & (bytes_N <= ord("9")), dtype=jnp.int32)
     turn = state.turn + 1
     info = dict(valid_action=count > 0, success=jnp.bool_(False))
+    # a reply shorter than its budget stopped (the rollout cuts the stop); variable: a short one ends it
+    ends = jnp.bool_(self.work.variable) & (action.length <= self.work.end_len)
     return (CountState(turn), self._obs(count, turn), count.astype(jnp.float32) / self.action_len,
-            jnp.bool_(False), turn >= self.max_turns, info)
+            ends, (turn >= self.max_turns) & ~ends, info)
 
   def expert_action(self, state) -> str:
     return DIGITS[:self.action_len]
@@ -170,7 +210,7 @@ def agent_config(work: Workload) -> AgentConfig:
   n = work.prompt_len - work.obs_tokens - 1
   system = (DigitCount.instructions + " " * n)[:n] + "\n"
   return AgentConfig(act_budget=work.gen_tokens, system=system, act_header="", feedback_header="",
-                     stop=BenchTokenizer.NEVER)
+                     stop=BenchTokenizer.STOP)
 
 
 class Jarl:
@@ -183,7 +223,7 @@ class Jarl:
     L = self.layout  # an empty header still takes one (invalid) slot: count tokens, not slots
     prompt_tokens = int(L.system.length) + int(L.feedback_header.length) + env.obs_len
     assert prompt_tokens == work.prompt_len, (prompt_tokens, work.prompt_len)
-    assert self.layout.stop_id >= lm.config.vocab_size, "the stop token must be one the sampler cannot draw"
+    assert work.variable or self.layout.stop_id >= lm.config.vocab_size, "a fixed workload's stop is never drawn"
     self.collect = make_collect(lm, env, self.agent, n_tasks=work.episodes, group_size=1,
                                 sampling=SamplingConfig(temperature=1.0))
     self.seeds = iter(range(10 ** 6))
@@ -191,38 +231,47 @@ class Jarl:
   def __call__(self):
     return jax.block_until_ready(self.collect(self.lm.params, jax.random.key(next(self.seeds))))
 
-  def check(self, traj, tok: BenchTokenizer) -> None:
-    """The workload is what it claims: every episode has `turns` live turns of gen_tokens sampled tokens,
-    and the in-graph env gave the rewards its Python twin gives for the same actions."""
+  def check(self, traj, tok: BenchTokenizer) -> tuple[int, int]:
+    """The workload is what it claims (fixed: every episode has `turns` live turns of gen_tokens sampled
+    tokens; variable: an episode ends exactly at its first short stopped reply), and the in-graph env
+    gave the rewards its Python twin gives for the same actions; returns (sampled tokens, turns played)."""
     w = self.work
     traj = jax.device_get(traj)
-    sampled = int(traj.loss_mask.sum())
-    assert sampled == w.generated, f"jarl sampled {sampled} tokens, the workload is {w.generated}"
-    assert (traj.turn_live.sum(1) == w.turns).all(), f"live turns per episode: {traj.turn_live.sum(1)}"
-    assert (traj.loss_mask.reshape(w.episodes, -1).sum(1) == w.turns * w.gen_tokens).all()
+    sampled, turns_B = int(traj.loss_mask.sum()), traj.turn_live.sum(1)
     prompt_slots = (traj.segment == int(Segment.PROMPT)) & traj.valid
     assert (prompt_slots.sum(1) == w.prompt_len).all(), "prompt tokens per episode"
     obs_slots = (traj.segment == int(Segment.FEEDBACK)) & traj.valid
-    assert (obs_slots.sum(1) == w.obs_tokens * (w.turns - 1)).all(), "observation tokens per episode"
+    assert (obs_slots.sum(1) == w.obs_tokens * (turns_B - 1)).all(), "observation tokens per episode"
+    if not w.variable:
+      assert sampled == w.generated, f"jarl sampled {sampled} tokens, the workload is {w.generated}"
+      assert (turns_B == w.turns).all(), f"live turns per episode: {turns_B}"
+      assert (traj.loss_mask.reshape(w.episodes, -1).sum(1) == w.turns * w.gen_tokens).all()
     for b in range(w.episodes):
-      turn = 0
+      turn, done = 0, False
       for n in range(w.turns):
-        ids = traj.tokens[b][traj.loss_mask[b] & (traj.turn[b] == n)]
-        turn, _, reward, _ = py_step(turn, tok.decode(ids), w)
+        ids = traj.tokens[b][traj.loss_mask[b] & (traj.turn[b] == n)].tolist()
+        assert bool(traj.turn_live[b, n]) == (not done), (b, n, "turns after the episode's end")
+        if done:
+          continue
+        stopped = bool(ids) and ids[-1] == tok.stop_id
+        text = ids[:-1] if stopped else ids
+        turn, _, reward, done = py_step(turn, tok.decode(text), w, len(text), stopped)
         assert abs(reward - traj.turn_reward[b, n]) < 1e-6, (b, n, reward, traj.turn_reward[b, n])
+    return sampled, int(turns_B.sum())
 
 
 class PythonLoop:
   name = "python-loop"
 
   def __init__(self, lm: models.LM, tok: BenchTokenizer, work: Workload, prompt: list[int]):
+    """`lm`'s weights in transformers; the variable workload's replies end at tok.stop_id."""
     import torch
     import transformers
     self.torch, self.tok, self.work, self.prompt = torch, tok, work, prompt
     with tempfile.TemporaryDirectory() as path:
       models.save_pretrained(lm, path)
       self.model = transformers.LlamaForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    self.model.generation_config.eos_token_id = None  # never stop early
+    self.model.generation_config.eos_token_id = tok.stop_id if work.variable else None  # fixed: never stop
     torch.manual_seed(0)
     self.note = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
                  f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'default')}")
@@ -236,31 +285,36 @@ class PythonLoop:
       ids[row, L - len(h):], mask[row, L - len(h):] = h, 1
     return self.torch.from_numpy(ids), self.torch.from_numpy(mask)
 
-  def __call__(self) -> int:
-    """One batch of episodes; returns how many tokens were generated."""
+  def __call__(self) -> tuple[int, int]:
+    """One batch of episodes; returns (tokens generated, turns played)."""
     w, tok, torch = self.work, self.tok, self.torch
     histories = [list(self.prompt) for _ in range(w.episodes)]
     turns, alive, generated = [0] * w.episodes, list(range(w.episodes)), 0
+    lengths = {} if w.variable else dict(min_new_tokens=w.gen_tokens)
     while alive:
       ids, mask = self._batch([histories[i] for i in alive])
       with torch.inference_mode():
         out = self.model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
-                                  top_p=1.0, max_new_tokens=w.gen_tokens, min_new_tokens=w.gen_tokens,
-                                  pad_token_id=tok.pad_id)
+                                  top_p=1.0, max_new_tokens=w.gen_tokens, pad_token_id=tok.pad_id, **lengths)
       new = out[:, ids.shape[1]:].tolist()
-      assert len(new) == len(alive) and all(len(a) == w.gen_tokens for a in new), "python-loop token count"
+      assert len(new) == len(alive) and all(len(a) <= w.gen_tokens for a in new), "python-loop token count"
       still = []
       for i, action in zip(alive, new):
-        turns[i], obs, _, done = py_step(turns[i], tok.decode(action), w)
+        stopped = tok.stop_id in action
+        if stopped:  # the reply ends at its first stop (generate pads the rows that stopped before others)
+          action = action[:action.index(tok.stop_id) + 1]
+        text = action[:-1] if stopped else action
+        turns[i], obs, _, done = py_step(turns[i], tok.decode(text), w, len(text), stopped)
         histories[i] += action
         generated += len(action)
         if not done:
           histories[i] += tok.encode(obs)
           still.append(i)
       alive = still
-    assert generated == w.generated and all(t == w.turns for t in turns), "python-loop workload"
-    assert all(len(h) == w.prompt_len + w.turns * w.gen_tokens + (w.turns - 1) * w.obs_tokens for h in histories)
-    return generated
+    if not w.variable:
+      assert generated == w.generated and all(t == w.turns for t in turns), "python-loop workload"
+      assert all(len(h) == w.prompt_len + w.turns * w.gen_tokens + (w.turns - 1) * w.obs_tokens for h in histories)
+    return generated, sum(turns)
 
 
 def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
@@ -303,43 +357,52 @@ def measure(preset: str, work: Workload, repeats: int, with_breakdown: bool = Tr
   """Both systems on one preset; the timed calls alternate so that both see the same load."""
   cfg = models.preset(preset, dtype="float32", param_dtype="float32")
   lm = models.create(cfg, seed=0)
-  tok = BenchTokenizer(cfg.vocab_size)
+  tok = BenchTokenizer(cfg.vocab_size, cfg.vocab_size - 1 if work.variable else None)
+  if work.variable:
+    lm = common.stop_rate_weights(lm, tok.stop_id, work.mean_len)
   env = DigitCount(Codec.from_tokenizer(tok), work)
   jarl = Jarl(lm, env, work)
   prompt = tok.encode(jarl.agent.system.format(instructions=env.instructions) + observation(0, 0, work.obs_tokens))
   assert len(prompt) == work.prompt_len, (len(prompt), work.prompt_len)
   loop = PythonLoop(lm, tok, work, prompt)
   systems = (jarl, loop)
-  first, times, loads = {}, {s.name: [] for s in systems}, []
+  first, times, counts, loads = {}, {s.name: [] for s in systems}, {s.name: [0, 0] for s in systems}, []
+
+  def counted(s, out) -> tuple[int, int]:  # (tokens, turns), checked after the clock stopped
+    return jarl.check(out, tok) if s is jarl else out
+
   for s in systems:  # compile / warm up
     start = time.perf_counter()
     out = s()
     first[s.name] = time.perf_counter() - start
-    if s is jarl:
-      jarl.check(out, tok)
+    counted(s, out)
   for _ in range(repeats):
     loads.append(os.getloadavg()[0])
     for s in systems:
       start = time.perf_counter()
-      s()
+      out = s()
       times[s.name].append(time.perf_counter() - start)
+      counts[s.name] = [a + b for a, b in zip(counts[s.name], counted(s, out))]
   rows = []
   for s in systems:
     t = common.Timing(first[s.name], times[s.name])
-    row = dict(system=s.name, preset=preset, batch=work.episodes, episodes=work.episodes, turns=work.turns,
-               gen_tokens_per_turn=work.gen_tokens, obs_tokens_per_turn=work.obs_tokens,
-               prompt_len=work.prompt_len, episodes_per_s=work.episodes / t.median_s,
-               tokens_per_s=work.generated / t.median_s, seconds=t.median_s, times_s=t.times_s,
-               first_call_s=t.first_s, load_average=max(loads), note=getattr(s, "note", ""))
+    tokens, turns = counts[s.name]
+    row = dict(system=s.name, workload=work.name, preset=preset, batch=work.episodes, episodes=work.episodes,
+               turns=work.turns, gen_tokens_per_turn=work.gen_tokens, obs_tokens_per_turn=work.obs_tokens,
+               prompt_len=work.prompt_len, mean_turns=turns / (repeats * work.episodes), mean_reply=tokens / turns,
+               episodes_per_s=work.episodes / t.median_s, tokens_per_s=tokens / sum(t.times_s), seconds=t.median_s,
+               times_s=t.times_s, first_call_s=t.first_s, load_average=max(loads), note=getattr(s, "note", ""))
     if s is jarl:
       row["compile_s"] = t.compile_s
       row["total_len"] = jarl.layout.total_len
-      if with_breakdown:
+      if with_breakdown and not work.variable:  # the breakdown counts whole budgets
         row.update(breakdown(lm, jarl.layout, work.episodes, repeats))
         row["other_s"] = t.median_s - row["decode_s"] - row["forced_s"]  # sampling, slot writes, env
     rows.append(row)
-    print(f"  {s.name:12s} {preset:5s}: {row['episodes_per_s']:7.1f} episodes/s, {row['tokens_per_s']:8.0f} tokens/s, "
-          f"{t.median_s:6.3f} s" + (f", compile {t.compile_s:5.1f} s" if s is jarl else ""), flush=True)
+    print(f"  {s.name:12s} {work.name:8s} {preset:5s}: {row['episodes_per_s']:7.1f} episodes/s, "
+          f"{row['tokens_per_s']:8.0f} tokens/s, {t.median_s:6.3f} s, {row['mean_turns']:.2f} turns, "
+          f"{row['mean_reply']:.1f} tokens a reply" + (f", compile {t.compile_s:5.1f} s" if s is jarl else ""),
+          flush=True)
   base = rows[1]["episodes_per_s"]
   for row in rows:
     row["speedup_vs_python_loop"] = row["episodes_per_s"] / base
@@ -353,13 +416,20 @@ def main(argv=None, results_dir: str | None = None):
   parser.add_argument("--episodes", type=int, default=64)
   parser.add_argument("--turns", type=int, default=4)
   parser.add_argument("--no-breakdown", action="store_true", help="skip timing jarl's model forwards alone")
+  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable")
+  parser.add_argument("--mean-len", type=float, default=8.0, help="variable: tokens per reply on average (with stop)")
   args = parser.parse_args(argv)
-  work = Workload(episodes=args.episodes, turns=args.turns)
+  names = args.workloads.split(",")
+  if not set(names) <= set(WORKLOADS):
+    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  works = [Workload(episodes=args.episodes, turns=args.turns, mean_len=args.mean_len if name == "variable" else 0.0)
+           for name in names]
   machine = common.machine_info()
-  print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}; {work}", flush=True)
+  print(f"{machine['cpu']}, {machine['cores']} cores, load {machine['load_average_at_start']}; {works}", flush=True)
   rows, start = [], time.perf_counter()
   for preset in args.presets.split(","):
-    rows += measure(preset, work, args.repeats, not args.no_breakdown)
+    for work in works:
+      rows += measure(preset, work, args.repeats, not args.no_breakdown)
   machine["benchmark_seconds"] = round(time.perf_counter() - start)
   env = "".join(f"{k}={v} " for k, v in machine["env"].items())
   notes = (f"Command: `{env}python benchmarks/multiturn.py{''.join(' ' + a for a in (argv or sys.argv[1:]))}`. "
