@@ -2,6 +2,7 @@
 
     python benchmarks/grpo_step.py                              # tiny and small, 3 timed iterations (~13 min, 2 cores)
     python benchmarks/grpo_step.py --presets tiny --repeats 1   # quicker
+    python benchmarks/grpo_step.py --workloads variable         # completions that stop early only
 
 Workload: presets `tiny` and `small` (Llama-style), float32, jarl's random weights in both
 systems. One iteration = 8 prompts of 32 tokens x 8 samples (group size 8, batch 64),
@@ -15,7 +16,17 @@ are mostly not bytes, nearly every reward is 0, which changes no work), GRPO adv
 reference model), and ONE AdamW step (lr 1e-5, betas 0.9/0.999, grad clip 1.0) over the
 whole batch (1 epoch, 1 minibatch). Both systems reuse the sampling log-probs as the
 old policy, so neither runs an extra forward before the update. The run asserts that
-every iteration generated 64 completions of 64 tokens after 32-token prompts in both.
+every iteration generated 64 completions of 64 tokens after 32-token prompts in both. That is
+the "fixed" workload.
+
+The "variable" workload (`--workloads`, each row's `workload`) stops completions as a real task's
+answers stop: the preset runs `common.stop_rate_weights` (same shapes and FLOPs; each token is the
+stop, now the vocabulary's last id and TRL's EOS, with probability 1 / 21, else uniform), so a
+completion's length (stop included) is geometric with mean 21, cut at 64: the median completion
+has 15 tokens and ~5% run the whole budget. jarl's decode loop ends when every row has stopped
+and TRL's `generate` when every row has emitted EOS; the rewards still divide by 64; mean_len is
+the completion tokens per row over the timed iterations, and completion_tokens_per_s and mfu count
+those tokens (mfu's training forward/backward as if every row were prompt + mean_len long).
 
 jarl: a single-turn TextEnv defined here, `make_collect` (8 tasks x 8, act budget 64, the
 never-sampled stop token) and `make_update` (grpo / ppo_clip) as ONE jitted program
@@ -91,10 +102,12 @@ from jarl.envs.codec import Codec, Tokens
 from jarl.rollout import make_collect
 from jarl.tokenizer import ByteTokenizer
 
-COLUMNS = ("system", "preset", "batch", "group_size", "completion_tokens", "prompt_len", "seconds_per_iteration",
-           "completion_tokens_per_s", "mfu", "compile_s", "speedup_vs_trl", "load_average", "note")
+COLUMNS = ("system", "workload", "preset", "batch", "group_size", "completion_tokens", "prompt_len", "mean_len",
+           "seconds_per_iteration", "completion_tokens_per_s", "mfu", "compile_s", "speedup_vs_trl", "load_average",
+           "note")
+WORKLOADS = ("fixed", "variable")
 TARGET = "a"  # the rewarded letter
-STOP = "<never-sampled>"  # jarl's stop token: the id one past the model's vocabulary
+STOP = "<stop>"  # jarl's stop token: the id one past the model's vocabulary (fixed) or its last id (variable)
 OPTIM = learner.OptimConfig(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)
 ALGO = learner.AlgoConfig(advantage="grpo", policy_loss="ppo_clip", kl_coef=0.0, epochs=1, minibatches=1)
 
@@ -105,10 +118,19 @@ class Workload:
   group_size: int = 8
   prompt_len: int = 32
   completion_tokens: int = 64
+  mean_len: float = 0.0  # > 0: the variable workload, completions this long on average (stop included)
 
   @property
   def batch(self) -> int:
     return self.n_prompts * self.group_size
+
+  @property
+  def variable(self) -> bool:
+    return self.mean_len > 0
+
+  @property
+  def name(self) -> str:
+    return "variable" if self.variable else "fixed"
 
 
 def reward_from_text(text: str, n_tokens: int) -> float:
@@ -116,19 +138,21 @@ def reward_from_text(text: str, n_tokens: int) -> float:
   return text.count(TARGET) / n_tokens
 
 
-def model_flops(cfg: models.ModelConfig, w: Workload) -> float:
-  """Generation forward + training forward/backward (3x) over every row's prompt + completion."""
-  forward = w.batch * sum(flops_per_token(cfg, t) for t in range(1, w.prompt_len + w.completion_tokens + 1))
+def model_flops(cfg: models.ModelConfig, w: Workload, completion_tokens: float | None = None) -> float:
+  """Generation forward + training forward/backward (3x) over every row's prompt + completion
+  (`completion_tokens` per row, default the budget)."""
+  n = w.prompt_len + (w.completion_tokens if completion_tokens is None else completion_tokens)
+  forward = w.batch * sum(flops_per_token(cfg, t) * min(1.0, n - t + 1) for t in range(1, int(np.ceil(n)) + 1))
   return 4 * forward
 
 
 class StopTokenizer(ByteTokenizer):
-  """The ByteTokenizer over the model's vocabulary plus one id past it that stands for STOP: a stop
-  token the model cannot sample, so every completion runs its whole budget."""
+  """The ByteTokenizer over the model's vocabulary with STOP at `stop_id`: by default one id past it,
+  a stop the model cannot sample, so every completion runs its whole budget (the fixed workload)."""
 
-  def __init__(self, model_vocab: int):
-    super().__init__(model_vocab + 1)
-    self.stop_id = model_vocab
+  def __init__(self, model_vocab: int, stop_id: int | None = None):
+    self.stop_id = model_vocab if stop_id is None else stop_id
+    super().__init__(max(model_vocab, self.stop_id + 1))
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
     return [self.stop_id] if text == STOP else super().encode(text, add_bos)
@@ -168,7 +192,8 @@ class Jarl:
   name = "jarl"
 
   def __init__(self, lm: models.LM, w: Workload):
-    self.w, self.tokenizer = w, StopTokenizer(lm.config.vocab_size)
+    """`lm`: the variable workload's stop_rate_weights already (`stop_id`: its last id)."""
+    self.w, self.tokenizer = w, StopTokenizer(lm.config.vocab_size, stop_id(lm.config, w))
     env = CompletionEnv(Codec.from_tokenizer(self.tokenizer), w.prompt_len, w.completion_tokens)
     agent = AgentConfig(act_budget=w.completion_tokens, system="", act_header="", stop=STOP)
     self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size)
@@ -177,26 +202,35 @@ class Jarl:
     self.iteration = learner.make_iteration(self.collect, self.update)
     params = jax.tree.map(jnp.copy, lm.params)  # the iteration donates its state; lm.params stay for TRL
     self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)
+    self.generated = []  # completion tokens of each iteration
 
   def step(self) -> float:
     """One iteration (blocking), checked after the clock stops; returns its seconds."""
     start = time.perf_counter()
     self.state, _, traj = jax.block_until_ready(self.iteration(self.state))
     seconds = time.perf_counter() - start
-    self.check(traj)
+    self.generated.append(self.check(traj))
     return seconds
 
-  def check(self, traj) -> None:
-    """64 x 64 sampled tokens after 32-token prompts, and rewards equal to `reward_from_text`."""
+  def check(self, traj) -> int:
+    """Completions after 32-token prompts (fixed: 64 x 64 tokens; variable: each up to its first stop),
+    rewards equal to `reward_from_text` on the text before the stop; returns the completion tokens."""
     w = self.w
     tokens, valid, segment, mask = (np.asarray(x) for x in (traj.tokens, traj.valid, traj.segment, traj.loss_mask))
     prompt_B = ((segment == Segment.PROMPT) & valid).sum(1)
     completion_B = mask.sum(1)
-    assert (prompt_B == w.prompt_len).all() and (completion_B == w.completion_tokens).all(), (prompt_B, completion_B)
-    assert mask.shape[0] == w.batch and completion_B.sum() == w.batch * w.completion_tokens
-    texts = [self.tokenizer.decode(row[m]) for row, m in zip(tokens, mask)]
+    assert mask.shape[0] == w.batch and (prompt_B == w.prompt_len).all(), prompt_B
+    assert (completion_B == w.completion_tokens).all() or w.variable, completion_B
+    texts = []
+    for row, m in zip(tokens, mask):
+      ids = row[m].tolist()
+      assert w.variable or self.tokenizer.stop_id not in ids
+      assert ids.count(self.tokenizer.stop_id) <= 1 and (len(ids) == w.completion_tokens
+                                                           or ids[-1] == self.tokenizer.stop_id), ids
+      texts.append(self.tokenizer.decode([i for i in ids if i != self.tokenizer.stop_id]))
     expected_B = np.array([reward_from_text(t, w.completion_tokens) for t in texts], np.float32)
     np.testing.assert_allclose(np.asarray(traj.episode["return_"]), expected_B, atol=1e-6)
+    return int(completion_B.sum())
 
   def breakdown(self, repeats: int) -> tuple[float, float]:
     """Median seconds of the rollout alone and of the update alone, each its own jit."""
@@ -208,15 +242,20 @@ class Jarl:
     return rollout.median_s, step.median_s
 
 
-def hf_tokenizer(model_vocab: int):
+def stop_id(cfg: models.ModelConfig, w: Workload) -> int:
+  """The stop / EOS id: one past the vocabulary (never drawn) on the fixed workload, its last id on the variable."""
+  return cfg.vocab_size - 1 if w.variable else cfg.vocab_size
+
+
+def hf_tokenizer(model_vocab: int, eos_id: int | None = None):
   """A byte-level PreTrainedTokenizerFast: ids 0-255 are bytes (no merges), 256 is <pad>, and <eos> is
-  `model_vocab`, one past the model's vocabulary, so generation never stops early. Ids the
-  tokenizer does not know (257 .. model_vocab - 1) decode to nothing, as in jarl's tokenizer."""
+  `eos_id`, by default `model_vocab`, one past the model's vocabulary, so generation never stops
+  early. Ids the tokenizer does not know (257 .. model_vocab - 1) decode to nothing, as in jarl's tokenizer."""
   import tokenizers
   import transformers
   from transformers.convert_slow_tokenizer import bytes_to_unicode
   byte_chars = bytes_to_unicode()
-  vocab = {byte_chars[b]: b for b in range(256)} | {"<pad>": 256, "<eos>": model_vocab}
+  vocab = {byte_chars[b]: b for b in range(256)} | {"<pad>": 256, "<eos>": model_vocab if eos_id is None else eos_id}
   tok = tokenizers.Tokenizer(tokenizers.models.BPE(vocab=vocab, merges=[]))
   tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
   tok.decoder = tokenizers.decoders.ByteLevel()
@@ -243,11 +282,11 @@ class Trl:
     def letter_fraction(prompts, completions, completion_ids, **_):
       """reward_from_text on each completion; also checks the workload."""
       prompt_lens = {len(ids) for ids in self.tokenizer(prompts)["input_ids"]}
-      lens = [len(ids) for ids in completion_ids]
-      assert len(lens) == w.batch and set(lens) == {w.completion_tokens} and prompt_lens == {w.prompt_len}, \
-          (len(lens), set(lens), prompt_lens)
+      lens = [len(ids) for ids in completion_ids]  # up to and with EOS
+      assert len(lens) == w.batch and prompt_lens == {w.prompt_len}, (len(lens), prompt_lens)
+      assert set(lens) == {w.completion_tokens} or (w.variable and max(lens) <= w.completion_tokens), set(lens)
       self.generated.append(sum(lens))
-      return [reward_from_text(text, n) for text, n in zip(completions, lens)]
+      return [reward_from_text(text, w.completion_tokens) for text in completions]
 
     config = trl.GRPOConfig(
         output_dir=workdir, use_cpu=True, bf16=False, fp16=False, seed=0, max_steps=steps,
@@ -292,8 +331,8 @@ class Trl:
     start = time.perf_counter()
     self.trainer.train()
     self.train_wall_s = time.perf_counter() - start
-    assert len(times) == self.steps and self.generated == [self.w.batch * self.w.completion_tokens] * self.steps, \
-        (len(times), self.generated)
+    assert len(times) == self.steps and len(self.generated) == self.steps, (len(times), self.generated)
+    assert self.w.variable or set(self.generated) == {self.w.batch * self.w.completion_tokens}, self.generated
     return times
 
 
@@ -309,7 +348,7 @@ def trl_worker(conn, w: Workload, steps: int, workdir: str) -> None:
 
     trl_sys.run(after_step)
     conn.send(("done", dict(times=trl_sys.step_s, generate_s=trl_sys.generate_s, note=trl_sys.note,
-                            train_wall_s=trl_sys.train_wall_s)))
+                            train_wall_s=trl_sys.train_wall_s, generated=trl_sys.generated)))
   except BaseException:  # noqa: BLE001 - reported to the parent, which raises
     conn.send(("error", traceback.format_exc()))
 
@@ -318,7 +357,7 @@ def run_trl(lm: models.LM, w: Workload, steps: int, workdir: str, after_step) ->
   """TRL in its own process on lm's weights, alternating with `after_step(i)` in this one (run after
   each TRL step while the TRL process waits); returns the worker's details (times, generate_s, ...)."""
   models.save_pretrained(lm, workdir)
-  hf_tokenizer(lm.config.vocab_size).save_pretrained(workdir)
+  hf_tokenizer(lm.config.vocab_size, stop_id(lm.config, w)).save_pretrained(workdir)
   ctx = multiprocessing.get_context("spawn")
   conn, child_conn = ctx.Pipe()
   worker = ctx.Process(target=trl_worker, args=(child_conn, w, steps, workdir), daemon=True)
@@ -342,8 +381,8 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
             breakdown: bool) -> list[dict]:
   """jarl (compiled first), then TRL's steps in their own process with one jarl iteration after each
   timed TRL step, so the two alternate on the same machine and neither shares the other's process."""
-  base = dict(preset=preset, batch=w.batch, group_size=w.group_size, completion_tokens=w.completion_tokens,
-              prompt_len=w.prompt_len)
+  base = dict(workload=w.name, preset=preset, batch=w.batch, group_size=w.group_size,
+              completion_tokens=w.completion_tokens, prompt_len=w.prompt_len)
   jarl = Jarl(lm, w)
   jarl_first = jarl.step()
   print(f"  jarl {preset}: first iteration (compile) {jarl_first:.1f} s", flush=True)
@@ -368,12 +407,11 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     else:
       for i in range(1, repeats + 1):
         jarl_step(i)
-  flops = model_flops(lm.config, w)
-
-  def row(system, timing: common.Timing, note: str, **extra) -> dict:
-    s = timing.median_s
-    return dict(system=system, **base, seconds_per_iteration=s,
-                completion_tokens_per_s=w.batch * w.completion_tokens / s, mfu=flops / s / peak,
+  def row(system, timing: common.Timing, generated: list[int], note: str, **extra) -> dict:
+    s, mean_len = timing.median_s, statistics.mean(generated) / w.batch  # the timed iterations' completions
+    flops = model_flops(lm.config, w, mean_len)
+    return dict(system=system, **base, mean_len=mean_len, seconds_per_iteration=s,
+                completion_tokens_per_s=sum(generated) / sum(timing.times_s), mfu=flops / s / peak,
                 compile_s=timing.compile_s, load_average=max(loads), note=note, seconds=timing.times_s,
                 first_call_s=timing.first_s, model_flops=flops, **extra)
 
@@ -382,10 +420,11 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     rollout_s, update_s = jarl.breakdown(repeats)
     extra = dict(rollout_s=rollout_s, update_s=update_s)
     note += f"; alone: rollout {rollout_s:.3g} s + update {update_s:.3g} s"
-  rows.append(row("jarl", common.Timing(jarl_first, jarl_times), note, **extra))
+  rows.append(row("jarl", common.Timing(jarl_first, jarl_times), jarl.generated[1:1 + len(jarl_times)], note,
+                  **extra))
   if trl_out is not None:
     generate_s, trl_times = statistics.median(trl_out["generate_s"][1:]), trl_out["times"]
-    rows.append(row("trl", common.Timing(trl_times[0], trl_times[1:]),
+    rows.append(row("trl", common.Timing(trl_times[0], trl_times[1:]), trl_out["generated"][1:],
                     f"{trl_out['note']}; generation {generate_s:.3g} s of each step", generate_s=generate_s,
                     train_wall_s=trl_out["train_wall_s"]))
     for r in rows:
@@ -394,7 +433,7 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     rows.append(dict(system="trl", **base, note=skipped))
   for r in rows:
     if "seconds_per_iteration" in r:
-      print(f"  {r['system']:5s} {preset:5s}: {r['seconds_per_iteration']:7.3f} s/iteration, "
+      print(f"  {r['system']:5s} {w.name:8s} {preset:5s}: {r['seconds_per_iteration']:7.3f} s/iteration, "
             f"{r['completion_tokens_per_s']:7.0f} completion tokens/s, mfu {r['mfu']:.3f}, "
             f"compile {r['compile_s']:.1f} s", flush=True)
   return rows
@@ -410,10 +449,16 @@ def main(argv=None):
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--completion-tokens", type=int, default=64)
   parser.add_argument("--no-breakdown", action="store_true", help="skip timing jarl's rollout and update alone")
+  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable")
+  parser.add_argument("--mean-len", type=float, default=21.0, help="variable: completion tokens per row on average")
   parser.add_argument("--results-dir", default=None, help="write the results here instead of benchmarks/results")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
-  w = Workload(args.prompts, args.group_size, args.prompt_len, args.completion_tokens)
+  names = args.workloads.split(",")
+  if not set(names) <= set(WORKLOADS):
+    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  works = [Workload(args.prompts, args.group_size, args.prompt_len, args.completion_tokens,
+                    args.mean_len if name == "variable" else 0.0) for name in names]
   systems = args.systems.split(",")
   if args.results_dir:
     common.RESULTS = pathlib.Path(args.results_dir)
@@ -431,7 +476,9 @@ def main(argv=None):
   start = time.perf_counter()
   for preset in args.presets.split(","):
     lm = models.create(models.preset(preset, dtype="float32", param_dtype="float32"), seed=0)
-    rows += measure(preset, lm, w, systems, args.repeats, peak, not args.no_breakdown)
+    for w in works:
+      run_lm = common.stop_rate_weights(lm, stop_id(lm.config, w), w.mean_len) if w.variable else lm
+      rows += measure(preset, run_lm, w, systems, args.repeats, peak, not args.no_breakdown)
   machine["benchmark_seconds"] = round(time.perf_counter() - start)
   env = "".join(f"{k}={v} " for k, v in machine["env"].items())
   return common.write_results(
