@@ -195,7 +195,7 @@ def real():
 
 
 def test_real_file_matches_transformers(real, tmp_path):
-  lm, model, _, _, prompt = real
+  lm, model, _, tok, prompt = real
   assert lm.config == SMOLLM2
   state = model.state_dict()
   for name, x in models.hf.hf_tensors(lm).items():
@@ -213,9 +213,13 @@ def test_real_file_matches_transformers(real, tmp_path):
   np.testing.assert_allclose(logits, ref, atol=2e-4)
   assert tokens.shape[1] == P + 8 or tokens[0, -1] == 2  # 8 tokens, or fewer ending in <|im_end|>
   np.testing.assert_array_equal(logits_BxTxV[0, P - 1:-1].argmax(-1), tokens[0, P:])
-  models.save_pretrained(lm, tmp_path)
+  models.save_pretrained(lm, tmp_path, tokenizer=tok)  # a whole checkpoint: weights, tokenizer, special ids
   saved = transformers.AutoModelForCausalLM.from_pretrained(tmp_path).eval()
   np.testing.assert_allclose(_hf_logits(saved, prompt), ref, atol=1e-5)
+  assert (saved.generation_config.eos_token_id, saved.generation_config.bos_token_id, saved.config.eos_token_id) == \
+      (tok.eos_id, tok.bos_id, tok.eos_id) == (2, 1, 2)  # generate() stops at <|im_end|>
+  hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
+  assert hf_tok.encode(tok.apply_chat_template(MESSAGES), add_special_tokens=False) == prompt[0].tolist()
 
 
 def test_real_tokenizer(real):

@@ -311,8 +311,13 @@ def hf_tensors(lm: LM) -> dict[str, np.ndarray]:
   return tensors
 
 
-def save_pretrained(lm: LM, path) -> Path:
-  """Write config.json + model.safetensors that transformers.AutoModelForCausalLM loads."""
+def save_pretrained(lm: LM, path, tokenizer=None) -> Path:
+  """Write config.json + model.safetensors that transformers.AutoModelForCausalLM loads.
+
+  With a `jarl.tokenizer` tokenizer the folder is a whole checkpoint: its special ids go into
+  config.json and a generation_config.json (so `generate` stops at its end of turn, e.g. SmolLM2's
+  <|im_end|>), and a transformers-backed one writes its own files (AutoTokenizer loads them).
+  """
   if lm.kind != "lm":
     raise ValueError(f"save_pretrained writes 'lm' handles only, got kind {lm.kind!r} "
                      "(for policy_value save an lm handle built from params['lm'])")
@@ -321,6 +326,12 @@ def save_pretrained(lm: LM, path) -> Path:
   hf_config = config_to_hf(lm.config)
   path = Path(path)
   path.mkdir(parents=True, exist_ok=True)
+  if tokenizer is not None:
+    ids = dict(bos_token_id=tokenizer.bos_id, eos_token_id=tokenizer.eos_id, pad_token_id=tokenizer.pad_id)
+    hf_config.update(ids)
+    (path / "generation_config.json").write_text(json.dumps(ids, indent=2) + "\n")
+    if hasattr(tokenizer, "tok"):  # HFTokenizer: transformers' own tokenizer files
+      tokenizer.tok.save_pretrained(path)
   (path / "config.json").write_text(json.dumps(hf_config, indent=2) + "\n")
   safetensors.numpy.save_file(hf_tensors(lm), str(path / "model.safetensors"), metadata={"format": "pt"})
   return path
