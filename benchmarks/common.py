@@ -65,6 +65,30 @@ def time_call(fn: Callable[[], object], repeats: int = 3) -> Timing:
   return Timing(first, times)
 
 
+WORKLOADS = ("fixed", "variable")  # every row generates its whole budget / rows stop at a drawn stop token
+
+
+class VariableWorkload:
+  """For a benchmark's Workload dataclass with a `mean_len` field: 0 is the fixed workload, > 0 the
+  variable one (stop_rate_weights with that mean length)."""
+
+  @property
+  def variable(self) -> bool:
+    return self.mean_len > 0
+
+  @property
+  def name(self) -> str:
+    return WORKLOADS[self.variable]
+
+
+def workloads(parser, text: str) -> list[str]:
+  """The --workloads argument's names; an unknown one is the parser's error."""
+  names = text.split(",")
+  if not set(names) <= set(WORKLOADS):
+    parser.error(f"--workloads: {text!r}; choose from {', '.join(WORKLOADS)}")
+  return names
+
+
 def stop_rate_weights(lm: models.LM, stop_id: int, mean_len: float) -> models.LM:
   """`lm` with weights whose next token is uniform over the vocabulary, except `stop_id`, drawn with
   probability 1 / mean_len at every step whatever came before: a row's length (stop included) is

@@ -91,7 +91,6 @@ COLUMNS = ("system", "workload", "model", "dtype", "batch", "prompt_len", "new_t
 REAL = "smollm2"  # the --models name of the real-weight workload
 REAL_MODEL, REAL_HANDLE = "smollm2-135m", "package:smollm2-135m-instruct"  # its rows' `model`, its weights
 REQUEST = "Explain in a few sentences why the sky is blue during the day and red at sunset."
-WORKLOADS = ("fixed", "variable")
 
 
 def flops_per_token(cfg: models.ModelConfig, context: float) -> float:
@@ -389,7 +388,7 @@ def main(argv: Sequence[str] | None = None):
   parser.add_argument("--real-new-tokens", default="64")
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
-  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable (presets only)")
+  parser.add_argument("--workloads", default=",".join(common.WORKLOADS), help="fixed and/or variable (presets only)")
   parser.add_argument("--mean-len", type=float, default=21.0, help="variable: tokens per row on average, stop included")
   parser.add_argument("--results", default="generate", help="results/<this>.json and .md")
   args = parser.parse_args(argv)
@@ -400,9 +399,7 @@ def main(argv: Sequence[str] | None = None):
 
   def ints(text):
     return [int(x) for x in text.split(",")]
-  workloads = args.workloads.split(",")
-  if not set(workloads) <= set(WORKLOADS):
-    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  workloads = common.workloads(parser, args.workloads)
   runs = []  # (model, dtype, batches, new-token counts, workload)
   for model in args.models.split(","):
     if model == REAL:  # its lengths are the model's own: the fixed workload

@@ -105,7 +105,6 @@ from jarl.tokenizer import ByteTokenizer
 COLUMNS = ("system", "workload", "preset", "batch", "group_size", "completion_tokens", "prompt_len", "mean_len",
            "seconds_per_iteration", "completion_tokens_per_s", "mfu", "compile_s", "speedup_vs_trl", "load_average",
            "note")
-WORKLOADS = ("fixed", "variable")
 TARGET = "a"  # the rewarded letter
 STOP = "<stop>"  # jarl's stop token: the id one past the model's vocabulary (fixed) or its last id (variable)
 OPTIM = learner.OptimConfig(lr=1e-5, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, max_grad_norm=1.0)
@@ -113,7 +112,7 @@ ALGO = learner.AlgoConfig(advantage="grpo", policy_loss="ppo_clip", kl_coef=0.0,
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
+class Workload(common.VariableWorkload):
   n_prompts: int = 8
   group_size: int = 8
   prompt_len: int = 32
@@ -123,14 +122,6 @@ class Workload:
   @property
   def batch(self) -> int:
     return self.n_prompts * self.group_size
-
-  @property
-  def variable(self) -> bool:
-    return self.mean_len > 0
-
-  @property
-  def name(self) -> str:
-    return "variable" if self.variable else "fixed"
 
 
 def reward_from_text(text: str, n_tokens: int) -> float:
@@ -449,14 +440,12 @@ def main(argv=None):
   parser.add_argument("--prompt-len", type=int, default=32)
   parser.add_argument("--completion-tokens", type=int, default=64)
   parser.add_argument("--no-breakdown", action="store_true", help="skip timing jarl's rollout and update alone")
-  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable")
+  parser.add_argument("--workloads", default=",".join(common.WORKLOADS), help="fixed and/or variable")
   parser.add_argument("--mean-len", type=float, default=21.0, help="variable: completion tokens per row on average")
   parser.add_argument("--results-dir", default=None, help="write the results here instead of benchmarks/results")
   argv = sys.argv[1:] if argv is None else list(argv)
   args = parser.parse_args(argv)
-  names = args.workloads.split(",")
-  if not set(names) <= set(WORKLOADS):
-    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  names = common.workloads(parser, args.workloads)
   works = [Workload(args.prompts, args.group_size, args.prompt_len, args.completion_tokens,
                     args.mean_len if name == "variable" else 0.0) for name in names]
   systems = args.systems.split(",")

@@ -83,12 +83,11 @@ from jarl.tokenizer import ByteTokenizer  # noqa: E402
 COLUMNS = ("system", "workload", "preset", "batch", "episodes", "turns", "gen_tokens_per_turn", "obs_tokens_per_turn",
            "prompt_len", "mean_turns", "mean_reply", "episodes_per_s", "tokens_per_s", "seconds", "compile_s",
            "speedup_vs_python_loop", "load_average")
-WORKLOADS = ("fixed", "variable")
 DIGITS = "0123456789"
 
 
 @dataclasses.dataclass(frozen=True)
-class Workload:
+class Workload(common.VariableWorkload):
   episodes: int = 64  # all in one batch
   turns: int = 4
   gen_tokens: int = 16  # per turn
@@ -96,14 +95,6 @@ class Workload:
   prompt_len: int = 32  # system + first observation
   mean_len: float = 0.0  # > 0: the variable workload, replies of this many tokens on average (stop included)
   end_len: int = 3  # variable: a reply of at most this many tokens before its stop ends the episode
-
-  @property
-  def variable(self) -> bool:
-    return self.mean_len > 0
-
-  @property
-  def name(self) -> str:
-    return "variable" if self.variable else "fixed"
 
   @property
   def generated(self) -> int:
@@ -416,12 +407,10 @@ def main(argv=None, results_dir: str | None = None):
   parser.add_argument("--episodes", type=int, default=64)
   parser.add_argument("--turns", type=int, default=4)
   parser.add_argument("--no-breakdown", action="store_true", help="skip timing jarl's model forwards alone")
-  parser.add_argument("--workloads", default=",".join(WORKLOADS), help="fixed and/or variable")
+  parser.add_argument("--workloads", default=",".join(common.WORKLOADS), help="fixed and/or variable")
   parser.add_argument("--mean-len", type=float, default=8.0, help="variable: tokens per reply on average (with stop)")
   args = parser.parse_args(argv)
-  names = args.workloads.split(",")
-  if not set(names) <= set(WORKLOADS):
-    parser.error(f"--workloads: {args.workloads!r}; choose from {', '.join(WORKLOADS)}")
+  names = common.workloads(parser, args.workloads)
   works = [Workload(episodes=args.episodes, turns=args.turns, mean_len=args.mean_len if name == "variable" else 0.0)
            for name in names]
   machine = common.machine_info()
