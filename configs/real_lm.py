@@ -28,7 +28,7 @@ use of the critique.
 GRPO from the pretrained model: 4 problems x 8 samples per iteration at temperature 1, lr 1e-5, PPO-clip with clip-higher,
 zero-variance groups filtered out, no KL term, full fine-tuning in float32 (a CPU run).
 Expected result: see benchmarks/results/real_lm.md (the command above); the base model answers
-chain_sum right ~22% of the time greedily and letter_counting ~11%, and repeats a wrong answer
+chain_sum right ~22-27% of the time greedily and letter_counting (8-12 words) 14%, and repeats a wrong answer
 after "Try again." almost always.
 """
 
@@ -40,9 +40,9 @@ INSTRUCTIONS = "Give only the final answer."
 RECIPES = {
     "chain_sum": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1, max_digits=1),
                                        max_turns=1, obs_len=20, action_len=16), 16, 30),
-    # (1-3 words: the answer is "1" for 79% of problems, and RL learns that constant; see README. Needs longer texts.)
-    "letter_counting": ("rg:letter_counting", dict(dataset_kwargs=dict(min_words=1, max_words=3), max_turns=1,
-                                                   obs_len=28, action_len=16), 16, 30),
+    # 8-12 words (questions of 17-43 tokens): always answering "1" scores 36% (1-3 words: 79%, which RL learned)
+    "letter_counting": ("rg:letter_counting", dict(dataset_kwargs=dict(min_words=8, max_words=12), max_turns=1,
+                                                   obs_len=48, action_len=16), 16, 30),
     "chain_sum_feedback": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1,
                                                                     max_digits=1),
                                                 max_turns=2, obs_len=20, action_len=16), 16, 30),
