@@ -9,7 +9,7 @@ at temperature 1.5 (the warm-started policy is nearly deterministic, so at tempe
 most groups have no variance and teach nothing), groups with no variance filtered out.
 Expect on a 2-core CPU (3 seeds, `python benchmarks/quickstart.py`, results in
 benchmarks/results/quickstart.json): 4-10 minutes alone; held-out greedy success on
-256 boards 47-55% after the warm start and 62-71% after 60 RL iterations (+15 to +16 points
+256 boards 47-55% after the warm start and 62-71% after 60 RL iterations (+15 to +18 points
 on this CPU type; another CPU type gave seed 0 +10: XLA's float reductions differ).
 """
 
