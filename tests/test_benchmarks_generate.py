@@ -33,7 +33,7 @@ def test_real_model_rows_for_both_dtypes(monkeypatch):
       row = got[system, dtype]
       assert (row["model"], row["batch"], row["prompt_len"], row["new_tokens"]) == ("smollm2-135m", 2, 32, 1)
       assert row["tokens_per_s"] > 0 and row["mfu"] > 0, row
-    assert got["tunix", dtype]["note"].startswith("skipped: random-weight presets only")
+    assert got["tunix", dtype]["note"].startswith("skipped: jarl's random-weight presets, fixed workload only")
     assert "tokens_per_s" not in got["tunix", dtype]
   prompt = generate.prompt(generate.REAL, f32.config, 2, 32)
   assert prompt.shape == (2, 32) and (prompt[0] == prompt[1]).all()
