@@ -300,8 +300,8 @@ def measure(systems: Sequence, model: str, cfg: models.ModelConfig, prompt_BxP: 
     for n in new_tokens:
       t = common.Timing(first[s.name, n], times[s.name, n])
       mean_len = generated[s.name, n] / repeats / batch  # tokens per row: n on the fixed workload
-      generated_flops = batch * sum(flops_per_token(cfg, prompt_len + i + 1) * min(1.0, mean_len / n)
-                                    for i in range(n))  # variable: the share of the budget rows reach
+      share = min(1.0, mean_len / n)  # variable: the share of the budget rows reach
+      generated_flops = share * batch * sum(flops_per_token(cfg, prompt_len + i + 1) for i in range(n))
       extra = dict(matmul_floor_ms=1e3 * floor_s) if s.name.startswith("jarl") else {}
       if stop_id is None and n > 1:  # one new token is the prefill alone: no decode step to time
         one = common.Timing(first[s.name, 1], times[s.name, 1])
