@@ -11,7 +11,7 @@ multi-turn recipes, `first_before` / `first_after` are the share of episodes sol
 attempt and `fixed_before` / `fixed_after` the share of wrong first answers fixed later.
 `tokens_per_s` counts the RL rollouts' sampled tokens over the RL wall time (compiles and evals
 included). Writes benchmarks/results/real_lm.json (+ .md) and real_lm.png (training success per
-iteration, every seed).
+iteration, every seed with a recorded `curve`).
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ def run_recipe(recipe: str, seed: int, workdir: pathlib.Path, args) -> dict:
              after=summary["final_eval"]["success"], minutes=round(summary["wall_time_s"] / 60, 1),
              iterations=summary["steps"])
   rl = _rl_metrics(workdir)
+  row["curve"] = [round(m["episode/success"], 4) for m in rl]  # training success per RL iteration, for the plot
   B = config.rollout.n_tasks * config.rollout.group_size
   row["tokens_per_s"] = round(sum(m["episode/response_tokens"] for m in rl) * B / summary["wall_time_s"], 1)
   base = run.lm.params
@@ -124,14 +125,16 @@ def _rl_metrics(workdir: pathlib.Path) -> list[dict]:
 
 
 def plot(curves: dict, path: pathlib.Path) -> None:
+  """curves: recipe -> [(seed, training success per RL iteration)]; nothing to plot, no file."""
+  if not curves:
+    return
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   fig, axes = plt.subplots(1, len(curves), figsize=(4.5 * len(curves), 3.4), squeeze=False)
   for ax, (recipe, runs) in zip(axes[0], curves.items()):
-    for seed, rl in runs:
-      steps = [m["step"] for m in rl]
-      ax.plot(steps, [m["episode/success"] for m in rl], label=f"seed {seed}", alpha=0.8)
+    for seed, curve in runs:
+      ax.plot(range(1, len(curve) + 1), curve, label=f"seed {seed}", alpha=0.8)
     ax.set(title=f"SmolLM2-135M: {recipe}", xlabel="RL iteration", ylabel="training episode success")
     ax.legend()
   fig.tight_layout()
@@ -186,9 +189,15 @@ def main() -> None:
                              "answer; first_* / fixed_*: multi-turn recipes, solved at the first attempt / "
                              "wrong first answers fixed later; minutes: the whole run (evals and compiles included), "
                              "on this CPU (machine above: the last command's).")
-  plot({recipe: [(r["seed"], _rl_metrics(pathlib.Path(f"{args.workdir_prefix}{recipe}_seed{r['seed']}")))
-                 for r in runs if r["variant"] == recipe] for recipe in recipes
-        if any(r["variant"] == recipe for r in runs)}, common.RESULTS / "real_lm.png")
+  # Rows from before the curve was recorded are plotted from their run's metrics when it is on this disk.
+  for r in runs:
+    if "curve" not in r:
+      rl = _rl_metrics(pathlib.Path(f"{args.workdir_prefix}{r['variant']}_seed{r['seed']}"))
+      if rl:
+        r["curve"] = [round(m["episode/success"], 4) for m in rl]
+  plot({recipe: [(r["seed"], r["curve"]) for r in runs if r["variant"] == recipe and r.get("curve")]
+        for recipe in recipes if any(r["variant"] == recipe and r.get("curve") for r in runs)},
+       common.RESULTS / "real_lm.png")
 
 
 if __name__ == "__main__":
