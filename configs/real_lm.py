@@ -15,6 +15,15 @@ at <|im_end|>. The reasoning-gym tasks are host environments (`rg:<dataset>`): t
 number is the answer, the reward is 1 only when reasoning-gym's `score_answer` gives exactly 1
 (partial credit is off), training and held-out problems come from disjoint seed streams.
 
+frozenlake is the in-graph FrozenLake (4x4, 6 turns): the board is the user message, and each
+assistant message starts with a forced "I move"; the move is the reply's first direction word
+(`answer="first_word"`). Asked for a bare move, SmolLM2 copied the board or wrote other sentences (not
+one valid move in the 576 sampled replies of a run's first 3 iterations: no reward, nothing to learn);
+after "I move", 45% of sampled replies (T=1) and every greedy one name a direction (greedily it lists
+"up, down, left, right", so "up": 2.7% of 256 held-out boards solved). Reaching G was still too rare
+at T=1 for a group to differ (0 of 64 episodes in the first 2 iterations: every group filtered, no
+update), so each move that names a direction and stays on the ice earns format_reward 0.1.
+
 chain_sum_critique asks, after the answer, for a critique ("Check your answer step by step."), a
 one-token verdict (Yes / No to "Is your answer correct?") and, on No, a revised answer, each asked
 for in a user message; the revision replaces the answer. Each segment gets its own credit (as in
@@ -46,9 +55,17 @@ RECIPES = {
     "chain_sum_feedback": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1,
                                                                     max_digits=1),
                                                 max_turns=2, obs_len=20, action_len=16), 16, 30),
-    "frozenlake": ("frozenlake", dict(size=4, max_turns=6), 8, 30),
+    # the move is the reply's first direction word: SmolLM2 answers in sentences (no reply of 64 samples was
+    # a bare move), and after the forced "I move" 53% of them name a direction
+    "frozenlake": ("frozenlake", dict(size=4, max_turns=6, answer="first_word", format_reward=0.1), 8, 30),
 }
 RECIPES["chain_sum_critique"] = RECIPES["chain_sum"]
+# recipe: agent settings beyond the default (the forced start of each assistant message)
+AGENT = {"frozenlake": dict(act_header="I move")}
+# recipe: update settings beyond the default (2 minibatches of 16 rows). FrozenLake's 6 turns take 255 slots:
+# 16-row micro-batches planned 12.3 GiB of update activations (`jarl plan`) and the run was killed at 22.7 GB
+# on a 24 GB machine; micro-batches of 4 rows and the output head 64 slots at a time plan 2.6 GiB (same update).
+UPDATE = {"frozenlake": dict(microbatches=4, logits_chunk=64)}
 # recipe: its turn schema beyond one answer, and the per-segment credit that goes with it
 CRITIQUE = dict(critique_budget=24, revise_budget=16, critique_header="", verdict_header="", revise_header="",
                 critique_request="Check your answer step by step.",
@@ -73,13 +90,15 @@ def get_config(recipe: str = "chain_sum") -> ConfigDict:
   c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
   c.env = ConfigDict(dict(name=env_name, module="", kwargs=ConfigDict(env_kwargs)))
   agent, credit = SEGMENTS.get(recipe, ({}, {}))
-  c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_header="", act_budget=budget, **agent))
+  c.agent = ConfigDict(dict(chat=True, system="{instructions}", act_budget=budget,
+                            **{"act_header": "", **AGENT.get(recipe, {}), **agent}))
   c.sampling = ConfigDict(dict(temperature=1.0))
   c.rollout = ConfigDict(dict(n_tasks=4, group_size=8))
   c.algo = ConfigDict(dict(advantage="grpo", policy_loss="ppo_clip",
                            policy_loss_kwargs=ConfigDict(dict(clip_low=0.2, clip_high=0.28)),
                            entropy_coef=0.0, kl_coef=0.0, kl_estimator="k3", filter_zero_variance=True,
-                           segment_credit=ConfigDict(credit), epochs=1, minibatches=2, microbatches=1))
+                           segment_credit=ConfigDict(credit), epochs=1, minibatches=2,
+                           **{"microbatches": 1, "logits_chunk": 0, **UPDATE.get(recipe, {})}))
   c.optim = ConfigDict(dict(lr=1e-5, warmup_steps=2, schedule="constant", max_grad_norm=1.0))
   c.sft = ConfigDict(dict(episodes=0, steps=0, batch_size=1, lr=0.0, revise_fraction=0.0))
   c.eval = ConfigDict(dict(every=1000, tasks=256))  # before RL and at the end

@@ -86,6 +86,29 @@ def test_obs_text_and_moves():
   assert int(state.turn) == 3
 
 
+def test_first_word_answers_and_the_format_reward():
+  """answer="first_word" (pretrained models' replies): the first of up / down / left / right among the reply's
+  words names the move; a bare letter, a longer word or a reply with no direction is not a move.
+  format_reward: paid for a move that neither reaches G (1) nor falls into a hole (0)."""
+  env = jarl.envs.make("frozenlake", answer="first_word", action_len=24)
+  step = jax.jit(env.step)
+  state = _state(["....", ".H..", "...H", "...."], start=(1, 0), goal=(3, 3))
+  for text, valid, obs in (("I move right, then up.", True, "FFFF\nSPFF\nFFFH\nFFFG"),  # right: into the hole
+                           (" UP!", True, "PFFF\nSHFF\nFFFH\nFFFG"),
+                           ("u", False, "FFFF\nPHFF\nFFFH\nFFFG"),
+                           ("upward", False, "FFFF\nPHFF\nFFFH\nFFFG"),
+                           ("I stay", False, "FFFF\nPHFF\nFFFH\nFFFG")):
+    _, got, _, _, _, info = step(state, env.action_tokens(text), jax.random.key(0))
+    assert bool(info["valid_action"]) == valid and env.codec.text(got) == obs, text
+  shaped = jarl.envs.make("frozenlake", format_reward=0.1)  # any move but into a hole or onto G
+  for text, reward in (("down", 0.1), ("jump", 0.0), ("right", 0.0)):
+    assert float(shaped.step(state, shaped.action_tokens(text), jax.random.key(0))[2]) == pytest.approx(reward), text
+  goal_state = _state(["....", ".H..", "...H", "...."], start=(3, 2), goal=(3, 3))
+  assert float(shaped.step(goal_state, shaped.action_tokens("r"), jax.random.key(0))[2]) == 1.0
+  with pytest.raises(ValueError, match="answer='last': moves are read as one of"):
+    jarl.envs.make("frozenlake", answer="last")
+
+
 def test_hole_terminates_with_cost():
   state = _state(["....", ".H..", "....", "...."], start=(0, 1), goal=(3, 3))
   _, obs, reward, terminated, truncated, info = _step(state, "down")

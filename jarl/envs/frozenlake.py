@@ -9,14 +9,16 @@ with probability `hole_prob`. So every board has a path from S to G, with no rej
              FFHF      joined by newlines: "FFFF\nFFHF\nHFFF\nPFFG"
              HFFF
              PFFG
-    action   "right"   (up/down/left/right or u/d/l/r, any case, surrounding whitespace ok)
+    action   "right"   (up/down/left/right or u/d/l/r, any case, surrounding whitespace ok; with
+                       answer="first_word" the first direction word of a sentence: "I move right.")
 
 A move off the board leaves the player in place (still a valid action). With
 `slippery=True` the ice sends the player to one of the two perpendicular directions
 (each half the time) with probability `slip_prob` (Gym's slippery lake: 2/3).
 
-Reward: 1 on reaching G (terminated, success); stepping into a hole terminates with reward 0,
-success False and info["cost"] = 1.0 (0.0 on every other step, for constrained RL). Otherwise
+Reward: 1 on reaching G (terminated, success); `format_reward` (default 0) for any other move the
+action names that does not end in a hole (a shaping signal for models that do not yet answer with
+moves); stepping into a hole terminates with reward 0, success False and info["cost"] = 1.0 (0.0 on every other step, for constrained RL). Otherwise
 truncated after `max_turns`. `forbidden` (moves into a hole) lets the action guard
 (`make("frozenlake", guard=True)`, `jarl.envs.shield`) block them.
 
@@ -82,7 +84,8 @@ class FrozenLake(TextEnv):
   instructions = "Walk from S to G without falling into a hole H; you are P. Answer with one move: up, down, left, right."
 
   def __init__(self, codec: Codec, size: int = 4, hole_prob: float = 0.25, slippery: bool = False,
-               slip_prob: float = 2 / 3, max_turns: int | None = None, action_len: int = 8, thin_ice: bool = False):
+               slip_prob: float = 2 / 3, max_turns: int | None = None, action_len: int = 8, thin_ice: bool = False,
+               answer: str = "exact", format_reward: float = 0.0):
     if size < 2:
       raise ValueError(f"size must be >= 2, got {size}")
     self.size, self.hole_prob, self.thin_ice = size, float(hole_prob), bool(thin_ice)
@@ -91,7 +94,8 @@ class FrozenLake(TextEnv):
                            "Answer with one move: up, down, left, right.")
     self.slippery, self.slip_prob = bool(slippery), float(slip_prob)
     self.chars = grid.char_table(codec, CHARS)
-    self.moves = grid.move_table()
+    self.answer, self.moves = answer, grid.move_table(answer)
+    self.format_reward = float(format_reward)
     super().__init__(codec, obs_len=grid.render_size(self.chars, (size, size)), action_len=action_len,
                      max_turns=2 * size * size if max_turns is None else max_turns)
 
@@ -111,7 +115,7 @@ class FrozenLake(TextEnv):
     return state, self._obs(state)
 
   def step(self, state: LakeState, action: Tokens, key: Array):
-    direction = grid.parse_move(self.codec, action, self.moves)
+    direction = grid.parse_move(self.codec, action, self.moves, self.answer)
     valid = direction >= 0
     if self.slippery:
       u_2 = jax.random.uniform(key, (2,))
@@ -124,11 +128,12 @@ class FrozenLake(TextEnv):
     state = state.replace(pos=pos, turn=state.turn + 1)
     info = dict(valid_action=valid, success=goal, cost=hole.astype(jnp.float32))
     truncated = ~terminated & (state.turn >= self.max_turns)
-    return state, self._obs(state), goal.astype(jnp.float32), terminated, truncated, info
+    reward = jnp.where(goal, 1.0, jnp.where(valid & ~hole, self.format_reward, 0.0)).astype(jnp.float32)
+    return state, self._obs(state), reward, terminated, truncated, info
 
   def forbidden(self, state: LakeState, action: Tokens) -> Array:
     """The action guard's rule: a move into a hole (judged before any slip)."""
-    direction = grid.parse_move(self.codec, action, self.moves)
+    direction = grid.parse_move(self.codec, action, self.moves, self.answer)
     nxt = grid.shift(state.pos, jnp.maximum(direction, 0))
     return (direction >= 0) & grid.inside(nxt, (self.size, self.size)) & grid.at(state.holes_HxW, nxt)
 

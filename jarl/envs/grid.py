@@ -1,7 +1,8 @@
 """Shared pieces of the grid environments (frozenlake, sokoban, subgoal_maze).
 
 Positions are int32 [2] (row, col). Directions are indices into DIRECTIONS and DELTAS_4x2;
-an action names one by its word or first letter, case-insensitively ("up", "U", " left\n").
+an action names one by its word or first letter, case-insensitively ("up", "U", " left\n"), or (answer
+"first_word") by the first direction word in a sentence ("I move up.").
 Boards are rendered in the graph as text rows: one piece per cell code, rows joined by "\n".
 """
 
@@ -23,14 +24,22 @@ DELTAS_4x2 = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], np.int32)
 MOVE_WORDS = DIRECTIONS + tuple(d[0] for d in DIRECTIONS)
 
 
-def move_table() -> tuple[Array, Array]:
-  """The move words as a parse table; a matched index modulo 4 is the direction."""
-  return parse.byte_table(MOVE_WORDS)
+# How an action names its move: "exact": the whole reply is a move word or its letter ("up", " U\n");
+# "first_word": the first of up / down / left / right among its words ("I move up."), for pretrained models
+# that answer in sentences.
+MOVE_ANSWERS = {"exact": (MOVE_WORDS, parse.match_choice), "first_word": (DIRECTIONS, parse.first_word)}
 
 
-def parse_move(codec: Codec, action: Tokens, table: tuple[Array, Array]) -> Array:
+def move_table(answer: str = "exact") -> tuple[Array, Array]:
+  """The move words `answer` reads (`MOVE_ANSWERS`) as a parse table; a matched index modulo 4 is the direction."""
+  if answer not in MOVE_ANSWERS:
+    raise ValueError(f"answer={answer!r}: moves are read as one of {sorted(MOVE_ANSWERS)}")
+  return parse.byte_table(MOVE_ANSWERS[answer][0])
+
+
+def parse_move(codec: Codec, action: Tokens, table: tuple[Array, Array], answer: str = "exact") -> Array:
   """The direction one action names (int32), -1 if it names none."""
-  choice = parse.match_choice(*codec.to_bytes(action, 4 * action.size), *table)
+  choice = MOVE_ANSWERS[answer][1](*codec.to_bytes(action, 4 * action.size), *table)
   return jnp.where(choice >= 0, choice % 4, -1)
 
 

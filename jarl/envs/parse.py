@@ -63,6 +63,25 @@ def match_choice(bytes_N: Array, n: Array, table_CxL: Array, lens_C: Array) -> A
   return jnp.where(same_C.any(), jnp.argmax(same_C), -1).astype(jnp.int32)
 
 
+def first_word(bytes_N: Array, n: Array, table_CxL: Array, lens_C: Array) -> Array:
+  """Index of the choice that is the text's first word among the choices, case-insensitively; -1 if none.
+  Words are runs of ASCII letters, so "I move up." names "up" and "upward" names nothing (for replies of
+  pretrained models, which wrap their answer in a sentence)."""
+  N, L = bytes_N.shape[-1], table_CxL.shape[1]
+  text = lower(bytes_N)
+  letter_N = live(bytes_N, n) & (text >= ord("a")) & (text <= ord("z"))
+  start_N = letter_N & ~jnp.concatenate([jnp.zeros((1,), bool), letter_N[:-1]])
+  idx_N = jnp.arange(N)
+  window_NxL = jnp.take(text, jnp.clip(idx_N[:, None] + jnp.arange(L)[None, :], 0, N - 1))
+  in_word_CxL = jnp.arange(L)[None, :] < lens_C[:, None]
+  same_NxC = jnp.all(jnp.where(in_word_CxL[None], window_NxL[:, None, :] == lower(table_CxL)[None], True), axis=2)
+  end_NxC = idx_N[:, None] + lens_C[None, :]  # the choice must end the word, inside the text
+  after_NxC = jnp.take(jnp.concatenate([letter_N, jnp.zeros((1,), bool)]), jnp.minimum(end_NxC, N))
+  hit_NxC = start_N[:, None] & same_NxC & (end_NxC <= n) & ~after_NxC
+  hit_N = hit_NxC.any(1)
+  return jnp.where(hit_N.any(), jnp.argmax(hit_NxC[jnp.argmax(hit_N)]), -1).astype(jnp.int32)
+
+
 def parse_ints(bytes_N: Array, n: Array, max_count: int, max_digits: int = 9) -> tuple[Array, Array, Array]:
   """Non-negative integers in reading order: (values [max_count] int32, count, ok).
 
