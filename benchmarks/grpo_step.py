@@ -28,6 +28,13 @@ and TRL's `generate` when every row has emitted EOS; the rewards still divide by
 the completion tokens per row over the timed iterations, and completion_tokens_per_s and mfu count
 those tokens (mfu's training forward/backward as if every row were prompt + mean_len long).
 
+On the variable workload `jarl-packed` (a system of its own, alternating with the others) runs the same
+iteration with the update over packed episodes (`AlgoConfig.pack_len` / `pack_rows`, `packing`): the
+episodes' valid slots laid end to end into rows of 2 x 96 slots, attention kept within each episode, as
+many rows as the expected valid slots fill plus 25% (23 rows for 64 episodes of 32 + ~21 tokens: 4,416
+slots instead of 64 x 96 = 6,144); the row reports the episodes that did not fit (their step is skipped)
+and the share of packed slots in use.
+
 jarl: a single-turn TextEnv defined here, `make_collect` (8 tasks x 8, act budget 64, the
 never-sampled stop token) and `make_update` (grpo / ppo_clip) as ONE jitted program
 (`learner.make_iteration`, as train.py builds it). TRL: `GRPOTrainer` on
@@ -178,29 +185,41 @@ class CompletionEnv(TextEnv):
     return ""
 
 
-class Jarl:
-  """Rollout + GRPO update as one jitted iteration, as train.py builds it."""
-  name = "jarl"
+def packing(w: Workload) -> dict:
+  """The packed update's rows (`AlgoConfig.pack_len` / `pack_rows`): two episodes' slots long, as many as the
+  batch's expected valid slots (prompt + mean_len a row) fill, plus 25% for next-fit's gaps and the spread."""
+  length = 2 * (w.prompt_len + w.completion_tokens)
+  return dict(pack_len=length, pack_rows=int(np.ceil(1.25 * w.batch * (w.prompt_len + w.mean_len) / length)))
 
-  def __init__(self, lm: models.LM, w: Workload):
+
+class Jarl:
+  """Rollout + GRPO update as one jitted iteration, as train.py builds it; `packed`: the update over
+  episodes laid end to end (`packing`)."""
+
+  def __init__(self, lm: models.LM, w: Workload, packed: bool = False):
     """`lm`: the variable workload's stop_rate_weights already (`stop_id`: its last id)."""
     self.w, self.tokenizer = w, StopTokenizer(lm.config.vocab_size, stop_id(lm.config, w))
+    self.name = "jarl-packed" if packed else "jarl"
     env = CompletionEnv(Codec.from_tokenizer(self.tokenizer), w.prompt_len, w.completion_tokens)
     agent = AgentConfig(act_budget=w.completion_tokens, system="", act_header="", stop=STOP)
     self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size)
     slots = make_layout(agent, env).policy_slots
-    self.update = learner.make_update(lm, ALGO, OPTIM, w.group_size, policy_slots=slots)
+    algo = dataclasses.replace(ALGO, **packing(w)) if packed else ALGO
+    self.update = learner.make_update(lm, algo, OPTIM, w.group_size, policy_slots=slots)
     self.iteration = learner.make_iteration(self.collect, self.update)
     params = jax.tree.map(jnp.copy, lm.params)  # the iteration donates its state; lm.params stay for TRL
     self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)
     self.generated = []  # completion tokens of each iteration
+    self.packing = []  # the packed update's (episodes that did not fit, share of packed slots in use) per iteration
 
   def step(self) -> float:
     """One iteration (blocking), checked after the clock stops; returns its seconds."""
     start = time.perf_counter()
-    self.state, _, traj = jax.block_until_ready(self.iteration(self.state))
+    self.state, metrics, traj = jax.block_until_ready(self.iteration(self.state))
     seconds = time.perf_counter() - start
     self.generated.append(self.check(traj))
+    if "policy/pack_overflow" in metrics:
+      self.packing.append((int(metrics["policy/pack_overflow"]), float(metrics["policy/pack_fill"])))
     return seconds
 
   def check(self, traj) -> int:
@@ -370,13 +389,17 @@ def run_trl(lm: models.LM, w: Workload, steps: int, workdir: str, after_step) ->
 
 def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats: int, peak: float,
             breakdown: bool) -> list[dict]:
-  """jarl (compiled first), then TRL's steps in their own process with one jarl iteration after each
-  timed TRL step, so the two alternate on the same machine and neither shares the other's process."""
+  """jarl (compiled first; on the variable workload also jarl-packed), then TRL's steps in their own
+  process with one iteration of each jarl system after each timed TRL step, so they alternate on the same
+  machine and jarl never shares TRL's process."""
   base = dict(workload=w.name, preset=preset, batch=w.batch, group_size=w.group_size,
               completion_tokens=w.completion_tokens, prompt_len=w.prompt_len)
-  jarl = Jarl(lm, w)
-  jarl_first = jarl.step()
-  print(f"  jarl {preset}: first iteration (compile) {jarl_first:.1f} s", flush=True)
+  jarls = [Jarl(lm, w, packed) for packed in ((False, True) if w.variable and "jarl-packed" in systems
+                                              else (False,))]
+  firsts = []
+  for jarl in jarls:
+    firsts.append(jarl.step())
+    print(f"  {jarl.name} {preset}: first iteration (compile) {firsts[-1]:.1f} s", flush=True)
   trl_out, rows, skipped = None, [], None
   if "trl" in systems:
     try:
@@ -384,13 +407,14 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     except ImportError as e:
       skipped = f"skipped: {e} (pip install trl; see the docstring)"
       print(f"  trl: {skipped}", flush=True)
-  jarl_times, loads = [], []
+  jarl_times, loads = [[] for _ in jarls], []
 
   def jarl_step(i: int) -> None:
     if i == 0:  # TRL's warm-up step: jarl is already compiled
       return
     loads.append(os.getloadavg()[0])
-    jarl_times.append(jarl.step())
+    for jarl, times in zip(jarls, jarl_times):
+      times.append(jarl.step())
 
   with tempfile.TemporaryDirectory() as workdir:
     if "trl" in systems and skipped is None:
@@ -406,13 +430,18 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
                 compile_s=timing.compile_s, load_average=max(loads), note=note, seconds=timing.times_s,
                 first_call_s=timing.first_s, model_flops=flops, **extra)
 
-  extra, note = {}, "one jit: make_iteration(make_collect, make_update)"
-  if breakdown:
-    rollout_s, update_s = jarl.breakdown(repeats)
-    extra = dict(rollout_s=rollout_s, update_s=update_s)
-    note += f"; alone: rollout {rollout_s:.3g} s + update {update_s:.3g} s"
-  rows.append(row("jarl", common.Timing(jarl_first, jarl_times), jarl.generated[1:1 + len(jarl_times)], note,
-                  **extra))
+  for jarl, first, times in zip(jarls, firsts, jarl_times):
+    extra, note = {}, "one jit: make_iteration(make_collect, make_update)"
+    if jarl.packing:
+      overflow, fill = sum(o for o, _ in jarl.packing[1:]), statistics.mean(f for _, f in jarl.packing[1:])
+      extra = dict(packing(w), pack_overflow=overflow, pack_fill=fill)
+      note += (f"; update packed: {extra['pack_rows']} rows of {extra['pack_len']} slots ({fill:.0%} in use, "
+               f"{overflow} episodes did not fit)")
+    if breakdown:
+      rollout_s, update_s = jarl.breakdown(repeats)
+      extra.update(rollout_s=rollout_s, update_s=update_s)
+      note += f"; alone: rollout {rollout_s:.3g} s + update {update_s:.3g} s"
+    rows.append(row(jarl.name, common.Timing(first, times), jarl.generated[1:1 + len(times)], note, **extra))
   if trl_out is not None:
     generate_s, trl_times = statistics.median(trl_out["generate_s"][1:]), trl_out["times"]
     rows.append(row("trl", common.Timing(trl_times[0], trl_times[1:]), trl_out["generated"][1:],
@@ -424,7 +453,7 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     rows.append(dict(system="trl", **base, note=skipped))
   for r in rows:
     if "seconds_per_iteration" in r:
-      print(f"  {r['system']:5s} {w.name:8s} {preset:5s}: {r['seconds_per_iteration']:7.3f} s/iteration, "
+      print(f"  {r['system']:11s} {w.name:8s} {preset:5s}: {r['seconds_per_iteration']:7.3f} s/iteration, "
             f"{r['completion_tokens_per_s']:7.0f} completion tokens/s, mfu {r['mfu']:.3f}, "
             f"compile {r['compile_s']:.1f} s", flush=True)
   return rows
@@ -434,7 +463,8 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--presets", default="tiny,small")
   parser.add_argument("--repeats", type=int, default=3, help="timed iterations after the first")
-  parser.add_argument("--systems", default="jarl,trl")
+  parser.add_argument("--systems", default="jarl,jarl-packed,trl",
+                      help="jarl-packed: the variable workload's update over packed episodes")
   parser.add_argument("--prompts", type=int, default=8)
   parser.add_argument("--group-size", type=int, default=8)
   parser.add_argument("--prompt-len", type=int, default=32)

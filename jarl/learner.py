@@ -10,6 +10,9 @@ critic-based estimators), reference log-probs for the KL term, then `epochs` pas
 accumulated over `microbatches` (a scan), so batch size and memory are independent.
 Micro-batch losses are weighted by their share of the minibatch's tokens (or rows for
 sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
+With `pack_len` (and `pack_rows`) each micro-batch's forwards run over its episodes' valid slots
+laid end to end in fewer, denser rows (`pack_slots`, attention kept within each episode): the
+same outputs for less compute; the loss still reads them per episode.
 The optimizer (`jarl.optim`, re-exported here) skips (and counts) steps whose gradients or
 updates are not finite: params never receive NaNs or infs. With LoRA adapters
 (`jarl.models.lora`) only the trainable half of the params is differentiated and has optimizer
@@ -68,11 +71,17 @@ class AlgoConfig:
   # [rows, chunk, vocab] logits are recomputed in the backward pass, so [rows, slots, vocab]
   # is never held: the difference between fitting and not at a 150k vocabulary.
   logits_chunk: int = 0
-  # The update's forwards over each row's valid slots only, packed in order into this many slots
-  # (0: the [B, T] slot buffers as they are; idle slots cost as much as real ones). The same loss and
-  # gradients. A batch with a row longer than this is not trained on (policy/pack_overflow > 0 and
-  # the step is skipped like a non-finite one); `jarl train` stops and says to raise it.
+  # The update's forwards over valid slots only: each micro-batch's episodes laid end to end into rows of
+  # this many slots, attention kept within each episode (0: the [B, T] slot buffers as they are; idle
+  # slots and padding cost as much as real tokens). The same loss and gradients. `pack_rows`: how many
+  # such rows for the whole batch (0: one per episode, each episode's valid slots moved to the front);
+  # fewer, longer rows drop the padding between episodes too: size them from the batch's valid slots
+  # (episodes x their mean valid slots, plus ~25% for next-fit's gaps and the spread; policy/pack_fill
+  # logs the share of packed slots in use).
+  # A micro-batch whose episodes do not fit is not trained on (policy/pack_overflow > 0: the step is
+  # skipped like a non-finite one); `jarl train` stops and says which knob to raise.
   pack_len: int = 0
+  pack_rows: int = 0
 
   def __post_init__(self):
     algos.get_advantage(self.advantage)
@@ -83,8 +92,14 @@ class AlgoConfig:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.logits_chunk < 0:
       raise ValueError(f"AlgoConfig.logits_chunk must be >= 0 (0: no chunks), got {self.logits_chunk}")
-    if self.pack_len < 0:
-      raise ValueError(f"AlgoConfig.pack_len must be >= 0 (0: no packing), got {self.pack_len}")
+    if self.pack_len < 0 or self.pack_rows < 0:
+      raise ValueError(f"AlgoConfig.pack_len and pack_rows must be >= 0 (0: no packing / one row per episode), "
+                       f"got {self.pack_len}, {self.pack_rows}")
+    if self.pack_rows and not self.pack_len:
+      raise ValueError(f"AlgoConfig.pack_rows={self.pack_rows} needs pack_len (the packed rows' length) > 0")
+    if self.pack_rows % (self.minibatches * self.microbatches):
+      raise ValueError(f"AlgoConfig.pack_rows={self.pack_rows} must split into minibatches x microbatches = "
+                       f"{self.minibatches * self.microbatches} micro-batches")
     object.__setattr__(self, "segment_credit", credit.spec(self.segment_credit))
     if self.cost_budget is not None and (self.cost_budget < 0 or self.lagrange_lr <= 0):
       raise ValueError(f"AlgoConfig.cost_budget must be >= 0 and lagrange_lr > 0, got {self.cost_budget}, "
@@ -160,8 +175,8 @@ def in_chunks(fn: Callable, xs: Any, size: int, axis: int, remat: bool = False) 
   return jax.tree.map(join, out)
 
 
-def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
-                    logits_chunk: int = 0) -> tuple[Array, Array, Array | None]:
+def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, logits_chunk: int = 0,
+                    packed: dict | None = None) -> tuple[Array, Array, Array | None]:
   """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
 
   The token in slot s was sampled from the logits of the row's last valid slot before s
@@ -169,17 +184,21 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
   head to the P slots that can hold sampled tokens; None means every slot (P = T).
   `detach_value`: the value head reads the hidden states through a stop_gradient, so a value
   loss moves the head only. `logits_chunk`: the head `logits_chunk` slots at a time, each chunk
-  recomputed in the backward pass (`AlgoConfig.logits_chunk`).
+  recomputed in the backward pass (`AlgoConfig.logits_chunk`). `packed` (`pack_slots` of this
+  batch): the forward runs over the packed rows instead, and each slot reads its source's hidden
+  state there; the same outputs.
   """
-  tokens_BxT, positions_BxT, valid_BxT = batch["tokens"], batch["positions"], batch["valid"]
-  if "source" in batch:  # packed (`pack_slots`): each slot's source and token, already at the policy slots
-    src_BxP, tokens_BxP = batch["source"], batch["targets"]
+  tokens_BxP = batch["tokens"] if slots is None else batch["tokens"][:, slots]
+  if packed is None:
+    src_BxP = source_slots(batch["valid"]) if slots is None else source_slots(batch["valid"])[:, slots]
+    h_BxTxD, _ = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"], method="hidden")
+    h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
   else:
-    src_BxP, tokens_BxP = source_slots(valid_BxT), tokens_BxT
-    if slots is not None:
-      src_BxP, tokens_BxP = src_BxP[:, slots], tokens_BxT[:, slots]
-  h_BxTxD, _ = lm.apply(params, tokens_BxT, positions_BxT, None, valid_BxT, method="hidden")
-  h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
+    h_RxLxD, _ = lm.apply(params, packed["tokens"], packed["positions"], None, packed["valid"], method="hidden",
+                          segment_BxT=packed["segment"])
+    row_BxP, col_BxP = ((packed["source_row"], packed["source_col"]) if slots is None
+                        else (packed["source_row"][:, slots], packed["source_col"][:, slots]))
+    h_BxPxD = h_RxLxD[row_BxP, col_BxP]
 
   def head(h_and_tokens):  # the output head only where tokens were sampled
     h_BxCxD, tokens_BxC = h_and_tokens
@@ -190,26 +209,39 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False,
   return logp_BxP, entropy_BxP, values_BxP
 
 
-def pack_slots(batch: dict, length: int) -> tuple[dict, Array]:
-  """(the batch with each row's valid slots moved, in order, to the front of `length` slots, the rows'
-  overflow): the forward sees the same tokens at the same RoPE positions attending over the same
-  keys, so it computes the same. Adds `source` (the packed slot whose hidden state predicts each slot's
-  token) and `targets` (each slot's token), [B, T] like the per-slot training fields. A row with more
-  than `length` valid slots loses the rest: overflow = the most valid slots of a row past `length`."""
+def pack_slots(batch: dict, length: int, rows: int) -> tuple[dict, Array]:
+  """(the batch's valid slots laid end to end into `rows` rows of `length` slots, which of its rows did not
+  fit [B]).
+
+  Rows go in order, each row's valid slots in order; a row that does not fit in what is left of a
+  packed row starts the next one (next-fit). Returns tokens, positions, valid and segment [rows, length]
+  (segment: the source row + 1, 0 for padding), for a forward whose attention stays within a segment:
+  every token sees the same keys at the same RoPE positions as in the [B, T] forward, so its hidden
+  state is the same. And source_row / source_col [B, T]: where the hidden state that predicts each
+  slot's token (its source slot's, `source_slots`) lands. The slots of a row that does not fit are
+  dropped (or cut at `length`).
+  """
   valid_BxT = batch["valid"]
-  B = valid_BxT.shape[0]
-  count_B = valid_BxT.sum(1)
-  packed_BxT = jnp.cumsum(valid_BxT, 1) - 1  # each valid slot's packed slot
-  dest_BxT = jnp.where(valid_BxT, packed_BxT, length)  # idle slots: dropped
-  rows_Bx1 = jnp.arange(B)[:, None]
+  B, T = valid_BxT.shape
+  count_B = valid_BxT.sum(1).astype(jnp.int32)
+
+  def next_fit(carry, n):
+    row, used = carry
+    new = (used > 0) & (used + n > length)
+    row, used = row + new, jnp.where(new, 0, used)
+    return (row, used + n), (row, used)
+  _, (row_B, offset_B) = jax.lax.scan(next_fit, (jnp.int32(0), jnp.int32(0)), count_B)
+  col_BxT = offset_B[:, None] + jnp.cumsum(valid_BxT, 1, dtype=jnp.int32) - 1
+  dest_row_BxT = jnp.where(valid_BxT, row_B[:, None], rows)  # idle slots: dropped
 
   def put(x_BxT):
-    return jnp.zeros((B, length), x_BxT.dtype).at[rows_Bx1, dest_BxT].set(x_BxT, mode="drop")
-  source_BxT = jnp.take_along_axis(packed_BxT, source_slots(valid_BxT), axis=1)
-  packed = dict(batch, tokens=put(batch["tokens"]), positions=put(batch["positions"]),
-                valid=jnp.arange(length)[None, :] < count_B[:, None],
-                source=jnp.clip(source_BxT, 0, length - 1), targets=batch["tokens"])
-  return packed, jnp.maximum(count_B.max() - length, 0)
+    return jnp.zeros((rows, length), x_BxT.dtype).at[dest_row_BxT, col_BxT].set(x_BxT, mode="drop")
+  source_col_BxT = jnp.take_along_axis(col_BxT, source_slots(valid_BxT), axis=1)
+  packed = dict(tokens=put(batch["tokens"]), positions=put(batch["positions"]), valid=put(valid_BxT),
+                segment=put(jnp.broadcast_to(jnp.arange(1, B + 1, dtype=jnp.int32)[:, None], (B, T))),
+                source_row=jnp.broadcast_to(jnp.clip(row_B, 0, rows - 1)[:, None], (B, T)),
+                source_col=jnp.clip(source_col_BxT, 0, length - 1))
+  return packed, (count_B > length) | (row_B >= rows)
 
 
 def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
@@ -237,9 +269,18 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   kl_fn = algos.get_kl(algo.kl_estimator)
   token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
 
+  def pack(mb):
+    """A micro-batch's packing (`AlgoConfig.pack_len`; None without) and which of its episodes did not fit."""
+    if not algo.pack_len:
+      return None, jnp.zeros(mb["tokens"].shape[:1], bool)
+    return pack_slots(mb, algo.pack_len, algo.pack_rows // (algo.minibatches * algo.microbatches)
+                      or mb["tokens"].shape[0])
+
   def loss_fn(params, mb, weight):
+    packed, overflow_B = pack(mb)
+    overflow = overflow_B.sum()
     logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
-                                                         algo.logits_chunk)
+                                                         algo.logits_chunk, packed)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
@@ -251,7 +292,10 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     if values_BxP is not None and algo.needs_critic:
       metrics["value_loss"], _ = algos.value_loss(values_BxP, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
       loss = loss + algo.value_coef * metrics["value_loss"]
-    return loss * weight, jax.tree.map(lambda m: m * weight, metrics)
+    metrics = jax.tree.map(lambda m: m * weight, metrics)
+    if algo.pack_len:  # episodes that did not fit: NaN gradients, so the optimizer skips the step
+      loss, metrics["pack_overflow"] = loss * jnp.where(overflow > 0, jnp.nan, 1.0), overflow
+    return loss * weight, metrics
 
   def minibatch_step(state_params_opt, mb):
     params, opt_state = state_params_opt
@@ -288,12 +332,15 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       metrics.update(lagrange=state.lagrange, cost_over_budget=episode_cost_B.mean() - algo.cost_budget)
     B = traj.tokens.shape[0]
     micro_rows = B // (algo.minibatches * algo.microbatches)
-    if algo.pack_len:
-      batch, metrics["pack_overflow"] = pack_slots(batch, algo.pack_len)
+    forward_overflow = []  # episodes the forwards below could not pack
 
     def forward(params, batch, slots):  # no gradient: one micro-batch of rows at a time, like the update
-      return in_chunks(lambda mb: _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk),
-                       batch, micro_rows, axis=0)
+      def one(mb):
+        packed, overflow_B = pack(mb)
+        return _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed), overflow_B
+      outputs, overflow_B = in_chunks(one, batch, micro_rows, axis=0)
+      forward_overflow.append(overflow_B.sum())
+      return outputs
 
     values_BxT = None
     if algo.needs_critic:  # the estimator reads values at every slot
@@ -312,14 +359,15 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     metrics["trained_tokens"] = batch["loss_mask"].sum()
     if algo.whiten_advantages:
       batch["advantage"] = algos.advantages.whiten(batch["advantage"], batch["loss_mask"])
-    if algo.pack_len:  # a row that did not fit: no update from this batch (skip_nonfinite skips it)
-      batch["advantage"] = jnp.where(metrics["pack_overflow"] > 0, jnp.nan, batch["advantage"])
     if policy_slots is not None:  # per-slot training fields only at the policy slots: [B, T] -> [B, P]
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
     if ref_params is not None:
       ref_logp_BxP = forward(ref_params, batch, policy_slots)[0]
       batch["ref_logprob"] = jnp.where(batch["loss_mask"], ref_logp_BxP, 0.0)
+    if forward_overflow:  # values or reference log-probs missing for some episode: no update (skipped like NaNs)
+      overflow = sum(forward_overflow)
+      batch["advantage"] = jnp.where(overflow > 0, jnp.nan, batch["advantage"])
 
     if B % algo.minibatches:
       raise ValueError(f"batch of {B} rows does not split into {algo.minibatches} minibatches")
@@ -334,6 +382,9 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     (params, opt_state), step_metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
                                                      jax.random.split(key, algo.epochs))
     metrics.update(jax.tree.map(jnp.mean, step_metrics))
+    if algo.pack_len:  # episodes that did not fit: summed over the optimizer steps and the forwards before them
+      metrics["pack_overflow"] = step_metrics["pack_overflow"].sum() + sum(forward_overflow)
+      metrics["pack_fill"] = traj.valid.sum() / ((algo.pack_rows or B) * algo.pack_len)  # packed slots in use
     metrics["skipped_updates"] = opt_state.total_notfinite
     metrics = {f"policy/{k}": v for k, v in metrics.items()}
     return state.replace(params=params, opt_state=opt_state, step=state.step + 1, lagrange=lagrange), metrics

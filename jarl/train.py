@@ -345,10 +345,12 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
           f"step {ckpt.latest_step()}).")
     if int(metrics.get("policy/pack_overflow", 0)):
       writer.write(step, metrics)
+      rows = f"{config.algo.pack_rows} rows" if config.algo.get("pack_rows") else "one row per episode"
       raise ConfigError(
-          f"step {step}: a row has {int(metrics['policy/pack_overflow'])} more valid slots than "
-          f"algo.pack_len={config.algo.pack_len} (this step's update was skipped); raise algo.pack_len (at most "
-          f"the episode's {make_layout(run.agent, run.env).total_len} slots) or set it to 0, and --resume")
+          f"step {step}: {int(metrics['policy/pack_overflow'])} episodes did not fit in the update's packed rows "
+          f"(algo.pack_len={config.algo.pack_len} slots, {rows}; this step's update was skipped): raise "
+          f"algo.pack_len (an episode has up to {make_layout(run.agent, run.env).total_len} slots) or "
+          f"algo.pack_rows, or set pack_len to 0, and --resume")
     if step % config.eval.every == 0 or step == config.train.steps:
       result = evaluate(run, state.params, config.eval.tasks, eval_seed)
       metrics.update({f"eval/{k}": v for k, v in result.items()})

@@ -147,6 +147,29 @@ def test_splash_equals_xla_on_real_tokens(B, T, H, K, Dh, block):
   assert_same_on_real_tokens("splash", *from_start(B, T, H, K, Dh), block)
 
 
+def test_segments_keep_packed_sequences_apart():
+  """Rows packing several sequences (Mask.segment_BxS, the update's packed rows): each sequence gets what
+  attending over it alone gives, under every implementation, values and gradients."""
+  H, K, Dh, L = 4, 2, 16, 20
+  lengths = ([5, 9, 3], [12, 8])  # row 0: 17 real slots + 3 padding; row 1 full
+  q, k, v, _ = inputs(2, L, L, H, K, Dh, 0, seed=5)
+  seg = np.zeros((2, L), np.int32)
+  for row, ns in enumerate(lengths):
+    seg[row, :sum(ns)] = np.repeat(np.arange(1, len(ns) + 1), ns)
+  mask = attention.Mask(jnp.asarray(seg > 0), jnp.arange(L), from_start=True, segment_BxS=jnp.asarray(seg))
+  scale = Dh ** -0.5
+  packed = attention.attend("xla", q, k, v, mask, scale, 4)
+  for row, ns in enumerate(lengths):
+    for start, n in zip(np.cumsum([0] + ns[:-1]), ns):
+      s = slice(start, start + n)
+      alone = attention.xla(q[row:row + 1, s], k[row:row + 1, :, :, s], v[row:row + 1, :, s],
+                            attention.Mask(jnp.ones((1, n), bool), jnp.arange(n), from_start=True), scale)
+      np.testing.assert_allclose(packed[row:row + 1, s], alone, atol=1e-5)
+  for impl, block in (("chunked", 4), ("splash", 128)):  # chunked: key blocks that span two sequences
+    assert_same_on_real_tokens(impl, q, k, v, mask, block)
+  np.testing.assert_allclose(attention.dense_kernel(q, k, v, mask, scale, "xla"), packed, atol=1e-6)
+
+
 def test_splash_rows_over_the_mesh():
   """Under an 8-device activation mesh the kernel runs on each device's rows (shard_map) and still agrees."""
   q, k, v, mask = from_start(8, 9, 2, 1, 16)

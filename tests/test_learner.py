@@ -161,9 +161,10 @@ def test_bad_algo_names_list_the_valid_ones():
     learner.OptimConfig(schedule="exp")
 
 
-def test_iteration_is_one_jit_and_sharded_matches_one_device(setup):
+@pytest.mark.parametrize("packing", [{}, dict(pack_len=90, pack_rows=6)])  # packed: 3 rows a micro-batch, 4 shards
+def test_iteration_is_one_jit_and_sharded_matches_one_device(setup, packing):
   lm, _ = setup
-  algo = learner.AlgoConfig(minibatches=2)
+  algo = learner.AlgoConfig(minibatches=2, **packing)
 
   def run(lm, mesh):
     collect = make_collect(lm, ENV, AGENT, n_tasks=4, group_size=4, mesh=mesh)
@@ -230,40 +231,98 @@ def test_logits_chunks_never_hold_the_full_logits():
   assert chunked < whole / 5 and chunked < logits_bytes / 2, (whole, chunked)
 
 
-def test_packed_update_equals_the_slot_buffers_update(setup):
-  """algo.pack_len: the update's forwards over each row's valid slots only, packed to the front, give the
-  update of the [B, T] buffers (with a KL reference and micro-batches: every forward is packed)."""
-  lm, traj = setup
+def _packings(traj):
+  """(pack_len, pack_rows) cases for the setup's 16 episodes: each episode its own row cut to the longest, and
+  rows of twice the longest, 8 for the batch (4 per micro-batch of 8 episodes: at least 2 episodes a row)."""
   longest = int(np.asarray(traj.valid).sum(1).max())
   assert longest < traj.tokens.shape[1]  # idle slots to drop
-  batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid, loss_mask=traj.loss_mask)
-  packed_batch, overflow = learner.pack_slots(batch, longest)
-  assert int(overflow) == 0 and packed_batch["tokens"].shape[1] == longest
+  return [(longest, 0), (2 * longest, 8)]
+
+
+@pytest.mark.parametrize("critic", [False, True])
+def test_packed_forward_equals_the_slot_buffers_forward(setup, critic):
+  """pack_slots: the forward over episodes laid end to end (several a row, attention kept within each) gives
+  every slot the log-prob, entropy and value of the [B, T] forward, and the same gradients."""
+  lm, traj = setup
+  lm = models.with_value_head(lm) if critic else lm
+  batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid)
   adv_BxT = jax.random.normal(jax.random.key(4), traj.tokens.shape) * traj.loss_mask
 
-  def loss(params, b):
-    logp_BxT, entropy_BxT, _ = learner._policy_outputs(lm, params, b, None)
-    return jnp.sum(logp_BxT * adv_BxT) + jnp.sum(entropy_BxT * traj.loss_mask)
-  (want, want_g), (got, got_g) = (jax.jit(jax.value_and_grad(loss))(lm.params, b) for b in (batch, packed_batch))
-  np.testing.assert_allclose(got, want, rtol=1e-5)
-  chex.assert_trees_all_close(got_g, want_g, atol=1e-5)
-  # The whole update (a KL reference and micro-batches: every forward packed): the same step. (Its params
-  # are not compared: Adam's first step divides each gradient by its own size, so rounding in gradients
-  # near 0 moves those params by up to lr.)
+  def loss(params, packed):
+    logp_BxT, entropy_BxT, values_BxT = learner._policy_outputs(lm, params, batch, None, packed=packed)
+    values = 0.0 if values_BxT is None else jnp.sum(values_BxT * traj.loss_mask)
+    return jnp.sum(logp_BxT * adv_BxT) + jnp.sum(entropy_BxT * traj.loss_mask) + values
+  want, want_g = jax.jit(jax.value_and_grad(loss))(lm.params, None)
+  for length, rows in _packings(traj):
+    packed, overflow = learner.pack_slots(batch, length, rows or traj.tokens.shape[0])
+    assert not np.asarray(overflow).any() and packed["tokens"].shape[1] == length
+    assert int(np.asarray(packed["valid"]).sum()) == int(np.asarray(traj.valid).sum())  # every valid slot, once
+    if rows:
+      assert (np.asarray(packed["segment"]).max(1) - np.asarray(packed["segment"])[:, 0] >= 1).all()  # 2+ a row
+    got, got_g = jax.jit(jax.value_and_grad(loss))(lm.params, packed)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    chex.assert_trees_all_close(got_g, want_g, atol=1e-5)
+
+
+def test_packed_update_equals_the_slot_buffers_update(setup):
+  """algo.pack_len / pack_rows: the whole update (a KL reference and micro-batches: every forward packed)
+  is the step of the [B, T] buffers. (Its params are not compared: Adam's first step divides each gradient
+  by its own size, so rounding in gradients near 0 moves those params by up to lr.)"""
+  lm, traj = setup
   _, m_full = _update(lm, traj, kl_coef=0.1, microbatches=2)
-  _, m_packed = _update(lm, traj, kl_coef=0.1, microbatches=2, pack_len=longest)
-  for key in ("policy/kl", "policy/entropy", "policy/grad_norm"):
-    np.testing.assert_allclose(m_packed[key], m_full[key], rtol=1e-5, atol=1e-7)
-  assert int(m_packed["policy/pack_overflow"]) == 0 and int(m_packed["policy/skipped_updates"]) == 0
+  for length, rows in _packings(traj):
+    _, m_packed = _update(lm, traj, kl_coef=0.1, microbatches=2, pack_len=length, pack_rows=rows)
+    for key in ("policy/kl", "policy/entropy", "policy/grad_norm"):
+      np.testing.assert_allclose(m_packed[key], m_full[key], rtol=1e-5, atol=1e-7)
+    assert int(m_packed["policy/pack_overflow"]) == 0 and int(m_packed["policy/skipped_updates"]) == 0
+    rows_total = rows or traj.tokens.shape[0]
+    np.testing.assert_allclose(m_packed["policy/pack_fill"], np.asarray(traj.valid).sum() / (rows_total * length))
 
 
-def test_packed_update_that_does_not_fit_is_skipped(setup):
+@pytest.mark.parametrize("kl_coef", [0.0, 0.1])
+def test_packed_update_that_does_not_fit_is_skipped(setup, kl_coef):
+  """Episodes longer than pack_len, or more than pack_rows rows hold: no step, and the count says how many."""
   lm, traj = setup
   longest = int(np.asarray(traj.valid).sum(1).max())
-  state = learner.init_state(lm, OPTIM)
-  update = jax.jit(learner.make_update(lm, learner.AlgoConfig(pack_len=longest - 3), OPTIM, group_size=4))
-  after, metrics = update(state, traj)
-  assert int(metrics["policy/pack_overflow"]) == 3 and int(metrics["policy/skipped_updates"]) == 1
-  chex.assert_trees_all_equal(after.params, state.params)
-  with pytest.raises(ValueError, match="pack_len must be >= 0"):
+  n_longest = int((np.asarray(traj.valid).sum(1) == longest).sum())
+  state = learner.init_state(lm, OPTIM, reference=kl_coef > 0)
+  for algo, overflow in ((dict(pack_len=longest - 1), n_longest), (dict(pack_len=longest, pack_rows=8), 8)):
+    update = jax.jit(learner.make_update(lm, learner.AlgoConfig(kl_coef=kl_coef, **algo), OPTIM, group_size=4))
+    after, metrics = update(state, traj)
+    # with a reference, its forward over the batch fails to pack too
+    assert int(metrics["policy/pack_overflow"]) == overflow * (2 if kl_coef else 1), algo
+    assert int(metrics["policy/skipped_updates"]) == 1
+    chex.assert_trees_all_equal(after.params, state.params)
+
+
+def test_packing_settings_are_checked():
+  with pytest.raises(ValueError, match="pack_len and pack_rows must be >= 0"):
     learner.AlgoConfig(pack_len=-1)
+  with pytest.raises(ValueError, match="pack_rows=4 needs pack_len"):
+    learner.AlgoConfig(pack_rows=4)
+  with pytest.raises(ValueError, match="pack_rows=6 must split into minibatches x microbatches = 4"):
+    learner.AlgoConfig(pack_len=32, pack_rows=6, minibatches=2, microbatches=2)
+
+
+def test_pack_slots_lays_episodes_end_to_end():
+  """Next-fit, in order: each episode's valid slots (idle ones inside it skipped) follow the previous episode's
+  in its row when they fit, else start the next row; an episode longer than a row or past the last row is
+  flagged."""
+  counts = [3, 5, 2, 6]
+  valid = np.zeros((4, 9), bool)
+  for b, n in enumerate(counts):
+    valid[b, np.sort(np.random.default_rng(b).choice(9, n, replace=False))] = True  # idle slots between
+  tokens = np.where(valid, np.arange(1, 37).reshape(4, 9), 0)
+  batch = dict(tokens=jnp.asarray(tokens), positions=jnp.asarray(np.cumsum(valid, 1) - 1), valid=jnp.asarray(valid))
+  packed, overflow = learner.pack_slots(batch, 8, 2)
+  assert not np.asarray(overflow).any()
+  want_segment = [[1, 1, 1, 2, 2, 2, 2, 2], [3, 3, 4, 4, 4, 4, 4, 4]]
+  np.testing.assert_array_equal(packed["segment"], want_segment)
+  np.testing.assert_array_equal(packed["tokens"], [tokens[0][valid[0]].tolist() + tokens[1][valid[1]].tolist(),
+                                                   tokens[2][valid[2]].tolist() + tokens[3][valid[3]].tolist()])
+  np.testing.assert_array_equal(packed["positions"], [[0, 1, 2, 0, 1, 2, 3, 4], [0, 1, 0, 1, 2, 3, 4, 5]])
+  # each slot's source: its episode's previous valid slot, where that landed (episode 3's slots: row 1 from 2)
+  last = np.flatnonzero(valid[3])[-1]
+  assert (int(packed["source_row"][3, last]), int(packed["source_col"][3, last])) == (1, 6)
+  np.testing.assert_array_equal(learner.pack_slots(batch, 8, 1)[1], [False, False, True, True])
+  np.testing.assert_array_equal(learner.pack_slots(batch, 5, 4)[1], [False, False, False, True])

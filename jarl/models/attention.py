@@ -2,9 +2,10 @@
 
 Every implementation takes queries [B, T, H, Dh], keys and values in the KV cache's layout
 (keys [B, K, Dh, S], values [B, K, S, Dh]; K kv heads, H = K * G query heads) and a `Mask`, and
-returns [B, T, H, Dh]. The mask is kept as its two ingredients (which key slots hold real tokens,
-and each query's slot): query t sees key s when s is valid and s <= slot(t), and always its own
-slot. So a [B, T, S] mask is built only by the implementation that wants one.
+returns [B, T, H, Dh]. The mask is kept as its ingredients (which key slots hold real tokens, each
+query's slot and, for rows that pack several sequences, each slot's segment): query t sees key s when
+s is valid, s <= slot(t) and both are in the same segment, and always its own slot. So a [B, T, S]
+mask is built only by the implementation that wants one.
 
   xla      scores for all T x S at once (einsums; f32 scores [B, H, T, S]). Today's default.
   chunked  blockwise online softmax (flash attention in pure JAX): loops over query blocks and,
@@ -15,8 +16,8 @@ slot. So a [B, T, S] mask is built only by the implementation that wants one.
   cudnn    `jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused flash attention on
            NVIDIA GPUs (bfloat16 / float16 only), the slot mask passed as a dense [B, 1, T, T] mask
            (T x T per row in the compute dtype; the scores are never held).
-  splash   the Pallas TPU splash-attention kernel: a causal mask and segment ids (1 for real tokens,
-           0 for padding and idle slots), one kernel per kv head (MQA form), rows mapped over the
+  splash   the Pallas TPU splash-attention kernel: a causal mask and segment ids (the row's sequence,
+           from 1, for real tokens; 0 for padding and idle slots), one kernel per kv head (MQA form), rows mapped over the
            mesh's batch axes. Off TPU it runs in Pallas' interpreter (correct, slow: for tests).
   auto     by backend: splash on TPU, cudnn on GPU in 16-bit, else chunked when the keys span more
            than one block, xla otherwise.
@@ -45,13 +46,26 @@ class Mask:
   key_valid_BxS: Array  # bool: the key slot holds a real token
   q_slot_T: Array  # int32: each query's slot in the key sequence
   from_start: bool = flax.struct.field(pytree_node=False, default=False)  # queries are slots 0..T-1 of T keys
+  # int32 [B, S]: the sequence each key slot belongs to, for rows that pack several (the update's
+  # `learner.pack_slots`); None: one sequence per row
+  segment_BxS: Array | None = None
+
+  def segments(self) -> tuple[Array, Array]:
+    """(queries' segments [B, T], keys' segments [B, S]); all 0 without segments."""
+    seg_BxS = (jnp.zeros(self.key_valid_BxS.shape, jnp.int32) if self.segment_BxS is None
+               else self.segment_BxS.astype(jnp.int32))
+    return jnp.take(seg_BxS, self.q_slot_T, axis=1), seg_BxS
 
   def dense(self) -> Array:
-    """Boolean [B, 1, T, S]: slot-causal over valid keys, plus the diagonal."""
+    """Boolean [B, 1, T, S]: slot-causal over valid keys of the query's segment, plus the diagonal."""
     k_slot_S = jnp.arange(self.key_valid_BxS.shape[1])
     causal_TxS = k_slot_S[None, :] <= self.q_slot_T[:, None]
     diag_TxS = k_slot_S[None, :] == self.q_slot_T[:, None]
-    return ((self.key_valid_BxS[:, None, :] & causal_TxS[None]) | diag_TxS[None])[:, None]
+    seen_BxTxS = self.key_valid_BxS[:, None, :] & causal_TxS[None]
+    if self.segment_BxS is not None:
+      q_seg_BxT, k_seg_BxS = self.segments()
+      seen_BxTxS &= q_seg_BxT[:, :, None] == k_seg_BxS[:, None, :]
+    return (seen_BxTxS | diag_TxS[None])[:, None]
 
 
 def _grouped(q_BxTxHxDh: Array, K: int) -> Array:
@@ -80,7 +94,8 @@ def chunked(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block:
   """Blockwise attention: blocks of `block` queries x `block` keys (fewer when T or S is shorter)."""
   q_BxKxGxTxDh = _grouped(q_BxTxHxDh, k_BxKxDhxS.shape[1])
   out_BxKxGxTxDh = _flash(q_BxKxGxTxDh, k_BxKxDhxS.astype(q_BxTxHxDh.dtype), v_BxKxSxDh.astype(q_BxTxHxDh.dtype),
-                          mask.key_valid_BxS, mask.q_slot_T.astype(jnp.int32), float(scale), int(block))
+                          mask.key_valid_BxS, mask.q_slot_T.astype(jnp.int32), mask.segments()[1], float(scale),
+                          int(block))
   return _ungrouped(out_BxKxGxTxDh)
 
 
@@ -133,7 +148,8 @@ def splash(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask: Mask, scale: float, block: 
   q_BxKxGxTxDh = pad(_grouped(q_BxTxHxDh * jnp.asarray(scale, dtype), K), 3)
   k_BxKxTxDh = pad(k_BxKxDhxS.transpose(0, 1, 3, 2).astype(dtype), 2)
   v_BxKxTxDh = pad(v_BxKxSxDh.astype(dtype), 2)
-  seg_BxT = pad(mask.key_valid_BxS.astype(jnp.int32), 1)
+  real_BxT = mask.key_valid_BxS.astype(jnp.int32)
+  seg_BxT = pad(real_BxT if mask.segment_BxS is None else real_BxT * (mask.segment_BxS.astype(jnp.int32) + 1), 1)
   kernel = _splash_kernel(H // K, Tp, size, jax.default_backend() != "tpu")
   per_kv_head = jax.vmap(kernel, in_axes=(0, 0, 0, None))
   out_BxKxGxTxDh = sharding.over_rows(jax.vmap(per_kv_head), q_BxKxGxTxDh, k_BxKxTxDh, v_BxKxTxDh, seg_BxT)
@@ -178,21 +194,23 @@ def _key_blocks(q_slot_bq, size: int, S: int):
   return jnp.minimum((jnp.max(q_slot_bq) + size) // size, -(-S // size))
 
 
-def _block_scores(q_BxKxGxTxDh, k_BxKxDhxS, key_valid_BxS, q_slot_T, j, size: int, scale: float):
+def _block_scores(q_BxKxGxTxDh, k_BxKxDhxS, key_valid_BxS, q_slot_T, seg_BxS, j, size: int, scale: float):
   """Scores [B, K, G, T, size] of key block j (masked to -inf) and where that block's keys start."""
   S = k_BxKxDhxS.shape[3]
   start = _start(j, size, S)
   k_BxKxDhxC = jax.lax.dynamic_slice_in_dim(k_BxKxDhxS, start, size, axis=3)
   valid_BxC = jax.lax.dynamic_slice_in_dim(key_valid_BxS, start, size, axis=1)
+  same_BxTxC = (jnp.take(seg_BxS, q_slot_T, axis=1)[:, :, None]
+                == jax.lax.dynamic_slice_in_dim(seg_BxS, start, size, axis=1)[:, None, :])
   slot_C = start + jnp.arange(size)
-  seen_BxTxC = (valid_BxC[:, None, :] & (slot_C[None, None, :] <= q_slot_T[None, :, None])) | (
+  seen_BxTxC = (valid_BxC[:, None, :] & same_BxTxC & (slot_C[None, None, :] <= q_slot_T[None, :, None])) | (
       slot_C[None, None, :] == q_slot_T[None, :, None])
   seen_BxTxC &= (slot_C >= j * size)[None, None, :]  # slots the block before already covered
   s = jnp.einsum("bkgtd,bkdc->bkgtc", q_BxKxGxTxDh, k_BxKxDhxC, preferred_element_type=jnp.float32) * scale
   return jnp.where(seen_BxTxC[:, None, None], s, -jnp.inf), start, k_BxKxDhxC
 
 
-def _forward(q, k, v, key_valid, q_slot, scale, block):
+def _forward(q, k, v, key_valid, q_slot, seg, scale, block):
   """(out [B, K, G, T, Dh] in q's dtype, log-sum-exp [B, K, G, T] f32)."""
   B, K, G, T, Dh = q.shape
   S = k.shape[3]
@@ -206,7 +224,7 @@ def _forward(q, k, v, key_valid, q_slot, scale, block):
 
     def key_block(j, carry):
       m, l, acc = carry
-      s, ks, _ = _block_scores(q_b, k, key_valid, slot_b, j, bk, scale)
+      s, ks, _ = _block_scores(q_b, k, key_valid, slot_b, seg, j, bk, scale)
       v_c = jax.lax.dynamic_slice_in_dim(v, ks, bk, axis=2)
       m_new = jnp.maximum(m, s.max(-1))
       m_safe = jnp.where(jnp.isfinite(m_new), m_new, 0.0)
@@ -225,18 +243,18 @@ def _forward(q, k, v, key_valid, q_slot, scale, block):
   return jax.lax.fori_loop(0, -(-T // bq), query_block, outs)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(5, 6))
-def _flash(q, k, v, key_valid, q_slot, scale, block):
-  return _forward(q, k, v, key_valid, q_slot, scale, block)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(6, 7))
+def _flash(q, k, v, key_valid, q_slot, seg, scale, block):
+  return _forward(q, k, v, key_valid, q_slot, seg, scale, block)[0]
 
 
-def _flash_fwd(q, k, v, key_valid, q_slot, scale, block):
-  out, lse = _forward(q, k, v, key_valid, q_slot, scale, block)
-  return out, (q, k, v, key_valid, q_slot, out, lse)
+def _flash_fwd(q, k, v, key_valid, q_slot, seg, scale, block):
+  out, lse = _forward(q, k, v, key_valid, q_slot, seg, scale, block)
+  return out, (q, k, v, key_valid, q_slot, seg, out, lse)
 
 
 def _flash_bwd(scale, block, residuals, dout):
-  q, k, v, key_valid, q_slot, out, lse = residuals
+  q, k, v, key_valid, q_slot, seg, out, lse = residuals
   B, K, G, T, Dh = q.shape
   S = k.shape[3]
   bq, bk = min(block, T), min(block, S)
@@ -253,7 +271,7 @@ def _flash_bwd(scale, block, residuals, dout):
 
     def key_block(j, carry):
       dq_b, dk, dv = carry
-      s, ks, k_c = _block_scores(q_b, k, key_valid, slot_b, j, bk, scale)
+      s, ks, k_c = _block_scores(q_b, k, key_valid, slot_b, seg, j, bk, scale)
       v_c = jax.lax.dynamic_slice_in_dim(v, ks, bk, axis=2)
       p = jnp.exp(s - lse_b[..., None])  # masked scores are -inf: p = 0 there
       dv_c = jnp.einsum("bkgtc,bkgtd->bkcd", p, do_b)
@@ -272,7 +290,7 @@ def _flash_bwd(scale, block, residuals, dout):
 
   grads = (jnp.zeros(q.shape, jnp.float32), jnp.zeros(k.shape, jnp.float32), jnp.zeros(v.shape, jnp.float32))
   dq, dk, dv = jax.lax.fori_loop(0, -(-T // bq), query_block, grads)
-  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None
+  return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None, None, None
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

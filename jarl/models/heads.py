@@ -39,9 +39,9 @@ class PolicyWithValue(nnx.Module):
     h_BxTxD, cache = self.lm.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
     return self.lm.logits(h_BxTxD), self.value_head(h_BxTxD), cache
 
-  def hidden(self, tokens_BxT, positions_BxT=None, cache=None, valid_BxT=None):
+  def hidden(self, tokens_BxT, positions_BxT=None, cache=None, valid_BxT=None, segment_BxT=None):
     """The backbone's `hidden` (the rollout samples a policy_value handle through these two)."""
-    return self.lm.hidden(tokens_BxT, positions_BxT, cache, valid_BxT)
+    return self.lm.hidden(tokens_BxT, positions_BxT, cache, valid_BxT, segment_BxT)
 
   def logits(self, h_BxTxD):
     return self.lm.logits(h_BxTxD)

@@ -246,11 +246,14 @@ def _rows(x_BxTxD: Array) -> Array:
   return sharding.constrain(x_BxTxD, ("batch", None, None))
 
 
-def attention_mask(valid_BxT: Array, cache: KVCache | None) -> attention.Mask:
-  """Which key slots hold real tokens (the cache's, with these T written at its cursor) and each query's slot."""
+def attention_mask(valid_BxT: Array, cache: KVCache | None, segment_BxT: Array | None = None) -> attention.Mask:
+  """Which key slots hold real tokens (the cache's, with these T written at its cursor) and each query's slot;
+  `segment_BxT` (forwards from slot 0 only): rows that pack several sequences, attention kept within each."""
   T = valid_BxT.shape[1]
   if cache is None:
-    return attention.Mask(valid_BxT, jnp.arange(T), from_start=True)
+    return attention.Mask(valid_BxT, jnp.arange(T), from_start=True, segment_BxS=segment_BxT)
+  if segment_BxT is not None:
+    raise ValueError("segment_BxT (packed rows) is for forwards from slot 0, not into a KV cache")
   key_valid_BxS = jax.lax.dynamic_update_slice(cache.valid_BxS, valid_BxT, (0, cache.index))
   return attention.Mask(key_valid_BxS, cache.index + jnp.arange(T))
 
@@ -271,7 +274,7 @@ class Transformer(nnx.Module):
                     if lm_head and not cfg.tie_embeddings else None)
 
   def hidden(self, tokens_BxT: Array, positions_BxT: Array | None = None,
-             cache: KVCache | None = None, valid_BxT: Array | None = None):
+             cache: KVCache | None = None, valid_BxT: Array | None = None, segment_BxT: Array | None = None):
     cfg = self.config
     if valid_BxT is None:
       valid_BxT = jnp.ones(tokens_BxT.shape, bool)
@@ -279,7 +282,7 @@ class Transformer(nnx.Module):
       if cache is not None:
         raise ValueError("positions_BxT is required when decoding with a cache")
       positions_BxT = jnp.maximum(jnp.cumsum(valid_BxT, axis=1) - 1, 0)
-    mask = attention_mask(valid_BxT, cache)
+    mask = attention_mask(valid_BxT, cache, segment_BxT)
     sin, cos = rope_tables(cfg, positions_BxT)
     x_BxTxD = _rows(jnp.take(self.embed[...], tokens_BxT, axis=0).astype(cfg.compute_dtype))
     layers = self._scanned if cfg.scan_layers else self._unrolled
