@@ -13,7 +13,8 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
   reference params    a params copy when algo.kl_coef > 0 (none with LoRA)        exact
   gradients           trainable params x 2 (micro-batch gradient + accumulator)
   rollout params      the rollout's copy of the params in the compute dtype, replicated   exact
-                      over fsdp (none when that is what the params are)
+                      over fsdp (none when that is what the params are), or split over
+                      fsdp x tensor with model.decode_sharding="tensor" (rows then over data)
   rollout KV cache    k and v (B x kv_heads x T x head_dim each) per layer + valid mask exact
                       + half of the cache it last grew from (between runs of turns)
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
@@ -68,6 +69,7 @@ from jarl import envs, learner, models, sharding
 from jarl.config_check import ConfigError
 from jarl.agent import AgentConfig, make_layout
 from jarl.models import lora
+from jarl.models.config import NOT_ARCHITECTURE
 from jarl.models.transformer import KVCache
 from jarl.rollout import BUFFERS, cache_lengths
 from jarl.tokenizer import load_tokenizer
@@ -79,7 +81,8 @@ DEVICE_KINDS = (  # (substring of jax's device_kind, lower case; DEVICE_MEMORY_G
     ("a100-sxm4-40gb", "a100-40gb"), ("a100-pcie-40gb", "a100-40gb"), ("a100", "a100"), ("h100", "h100"),
     ("h200", "h200"))
 ADVICE = {  # item -> what shrinks it
-    "rollout params": "more mesh.tensor (the rollout's copy is split over tensor only)",
+    "rollout params": "model.decode_sharding='tensor' (the rollout's copy split over fsdp x tensor, not only "
+                      "tensor) or more mesh.tensor",
     "params": "shard the params over more devices (mesh.fsdp, mesh.tensor) or use bfloat16 params",
     "optimizer state": "LoRA (model.lora.rank > 0: Adam moments for the adapters only) or more mesh.fsdp",
     "reference params": "LoRA (the reference is then the base with adapters off) or algo.kl_coef=0",
@@ -166,11 +169,11 @@ def device_memory(device: str = "", memory_gb: float = 0.0) -> tuple[int | None,
 
 def model_fields(section: dict) -> dict:
   """`model.dtype` (compute and params), `model.param_dtype` (params only) and the other ModelConfig
-  fields that do not change the math (`attention`, `attention_block`, `scan_layers`, `remat`) that the
-  section sets."""
+  fields that do not change the math (`models.NOT_ARCHITECTURE`: attention, remat, decode_sharding, ...)
+  that the section sets."""
   dtype = section.get("dtype")
   fields = dict(dtype=dtype, param_dtype=section.get("param_dtype") or dtype,
-                **{k: section.get(k) for k in ("attention", "attention_block", "scan_layers", "remat")})
+                **{k: section.get(k) for k in NOT_ARCHITECTURE if k not in ("dtype", "param_dtype")})
   return {k: v for k, v in fields.items() if v is not None}
 
 
@@ -236,7 +239,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   section = dict(config.get("plan") or {})
   cfg = model_config(config.model)
   algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches",
-                                                          "logits_chunk", "pack_len")
+                                                          "logits_chunk", "pack_len", "pack_rows")
                                if k in config.algo})
   handle = abstract_lm(config.model, cfg, algo.needs_critic)
   kind, shapes, adapters = handle.kind, handle.params, handle.lora or models.LoRAConfig()
@@ -258,7 +261,9 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   layout = make_layout(AgentConfig(**dict(config.agent)), env)
   B, T = config.rollout.n_tasks * config.rollout.group_size, layout.total_len
   cache = jax.eval_shape(lambda: KVCache.init(cfg, B, T))
-  cache_shardings = models.cache_shardings(cfg, mesh, B)
+  decode_rules = sharding.DECODE_RULES[cfg.decode_sharding]  # the rollout's layout (params, cache, rows)
+  tp_decode = cfg.decode_sharding == "tensor"
+  cache_shardings = models.cache_shardings(cfg, mesh, B, decode_rules)
   kv_bytes = sum(math.prod(s.shard_shape(x.shape)) * x.dtype.itemsize
                  for x, s in zip(jax.tree.leaves(cache), jax.tree.leaves(cache_shardings)))
   # the cache grows between runs of turns (`rollout.cache_lengths`): XLA copies k, then v, into the bigger
@@ -266,22 +271,27 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   grown_from = ([0] + cache_lengths(layout))[-2]
   kv_bytes += kv_bytes * grown_from // (2 * T)
   rows = -(-B // data)
-  # the rollout's params (`Runner.decode_params`): compute dtype, nothing over fsdp; nothing new when that is
-  # what the params already are
+  # the rollout: its rows over data x fsdp, or over data only with "tensor" decode (the model over fsdp x tensor)
+  rollout_rows, model_split = (-(-B // mesh.shape["data"]), mesh.shape["fsdp"] * tensor) if tp_decode else (rows,
+                                                                                                           tensor)
+  # the rollout's params (`Runner.decode_params`): compute dtype in the rollout's layout; nothing new when
+  # that is what the params already are
   fresh = cfg.dtype != cfg.param_dtype or mesh.shape["fsdp"] > 1
   decode_params = _per_device(jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, cfg.compute_dtype), shapes),
-                              handle.param_specs(sharding.DECODE_RULES), mesh) if fresh else 0
+                              handle.param_specs(decode_rules), mesh) if fresh else 0
   c = jnp.dtype(cfg.compute_dtype).itemsize
-  H, K, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.vocab_size
+  V = cfg.vocab_size
   buffers = rows * T * sum(jnp.dtype(d).itemsize for d in BUFFERS.values())
   micro = -(-B // (algo.minibatches * algo.microbatches * data))
   # the prompt chunk's scores (into the cache, so blockwise under every implementation but "xla")
   blocks = (layout.prompt_len, T) if cfg.attention == "xla" else (min(cfg.attention_block, n) for n in
                                                                    (layout.prompt_len, T))
-  prompt_scores = H * math.prod(blocks) * (4 + c)
-  rollout_logits = rows * (2 * V * 4 + prompt_scores)
-  update_T = min(algo.pack_len or T, T)  # algo.pack_len: the update's forwards over that many slots
-  activations = update_activations(cfg, micro, update_T, tensor, algo.logits_chunk, adapters.rank)
+  prompt_scores = cfg.n_heads // model_split * math.prod(blocks) * (4 + c)
+  rollout_logits = rollout_rows * (2 * V * 4 + prompt_scores)
+  # algo.pack_len / pack_rows: the update's forwards over rows of that many slots (pack_rows of them)
+  update_rows = -(-algo.pack_rows // (algo.minibatches * algo.microbatches * data)) if algo.pack_rows else micro
+  update_T = algo.pack_len if algo.pack_rows else min(algo.pack_len or T, T)
+  activations = update_activations(cfg, update_rows, update_T, tensor, algo.logits_chunk, adapters.rank)
   head_slots = min(algo.logits_chunk or T, T)  # the output head's slots at a time
   ref_logits = micro * head_slots * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
@@ -295,10 +305,12 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
            "none (LoRA: the base with adapters off)" if algo.kl_coef > 0 else "none (algo.kl_coef = 0)"),
       Item("gradients", 2 * trained, "update", "trainable params x 2 (micro-batch + accumulator)"),
       Item("rollout params", decode_params, "rollout",
+           f"the rollout's {cfg.dtype} copy, split over fsdp x tensor" if decode_params and tp_decode else
            f"the rollout's {cfg.dtype} copy, replicated over fsdp" if decode_params else
            "none (the params as they are: same dtype, no fsdp)"),
       Item("rollout KV cache", kv_bytes, "rollout",
-           f"{rows} rows x {T} slots x {cfg.n_layers} layers x {K} kv heads x {cfg.head_dim} x 2 (k, v), "
+           f"{rollout_rows} rows x {T} slots x {cfg.n_layers} layers x {cfg.n_kv_heads // model_split} kv heads x "
+           f"{cfg.head_dim} x 2 (k, v), "
            f"{cfg.dtype}" + (f"; + half of the {grown_from}-slot cache it grows from" if grown_from else "")),
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "

@@ -54,7 +54,9 @@ class Runner:
 
   def __init__(self, lm: LM, layout: Layout, sampling: SamplingConfig, choose: Callable | None = None,
                mesh: Mesh | None = None, candidate_sampling: SamplingConfig | None = None):
-    self.lm, self.layout, self.sampling, self.mesh = lm, layout, sampling, mesh
+    # the rollout's forwards lay activations (and the cache) out as its params (`ModelConfig.decode_sharding`)
+    self.rules = sharding.DECODE_RULES[lm.config.decode_sharding]
+    self.lm, self.layout, self.sampling, self.mesh = lm.replace(rules=self.rules), layout, sampling, mesh
     self.choose = choose or _sampler(sampling)
     self.codec = layout.env.codec
     self.pad_id = self.codec.pad_id
@@ -66,9 +68,10 @@ class Runner:
 
   def decode_params(self, params):
     """The rollout's copy of the params, made once per collect: floats in the compute dtype (every layer
-    casts to it anyway, so the tokens are the same; the value head keeps float32), and with a mesh
-    replicated over fsdp (`sharding.DECODE_RULES`) so that a decode step runs no collective to gather
-    weights. The update still trains (and recomputes log-probs with) the master params."""
+    casts to it anyway, so the tokens are the same; the value head keeps float32), and with a mesh in
+    the rollout's layout (`sharding.DECODE_RULES`): replicated over fsdp, so that a decode step runs no
+    collective to gather weights, or split over fsdp x tensor ("tensor"). The update still trains (and
+    recomputes log-probs with) the master params."""
     dtype = self.lm.config.compute_dtype
 
     def cast(path, x):  # the value head computes in float32 (`heads.ScalarHead`): its params stay so
@@ -77,7 +80,7 @@ class Runner:
     params = jax.tree_util.tree_map_with_path(cast, params)
     if self.mesh is None:
       return params
-    return jax.lax.with_sharding_constraint(params, self.lm.param_shardings(self.mesh, sharding.DECODE_RULES))
+    return jax.lax.with_sharding_constraint(params, self.lm.param_shardings(self.mesh, self.rules))
 
   def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk; with no live
@@ -189,7 +192,8 @@ class Runner:
   def _constrain(self, cache: KVCache) -> KVCache:
     if self.mesh is None:
       return cache
-    return jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, cache.valid_BxS.shape[0]))
+    return jax.lax.with_sharding_constraint(cache, cache_shardings(self.lm.config, self.mesh, cache.valid_BxS.shape[0],
+                                                                    self.rules))
 
   def policy(self, params, c: Carry, turn, alive_B, keys: dict,
              env_state=None) -> tuple[Carry, Tokens, Array, dict, dict]:

@@ -43,9 +43,17 @@ RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-# The rollout's params: nothing split over fsdp (a decode step would gather every layer's weights, several
-# collectives per layer per step); tensor parallelism stays.
-DECODE_RULES: tuple[tuple[str, Any], ...] = tuple((name, None if axes == "fsdp" else axes) for name, axes in RULES)
+# The rollout's layouts, by `ModelConfig.decode_sharding`. "replicated": nothing split over fsdp (reading the
+# training layout, a decode step gathers every layer's weights: several collectives per layer per step); tensor
+# parallelism stays. "tensor": for params too big to hold whole, fsdp joins tensor as the rollout's model axis:
+# heads, kv heads, MLP and vocabulary split over fsdp x tensor, rows over data only; each device holds
+# 1 / (fsdp x tensor) of the params and a decode step all-reduces each block's attention and MLP output.
+_MODEL_AXES = ("fsdp", "tensor")
+DECODE_RULES: dict[str, tuple[tuple[str, Any], ...]] = {
+    "replicated": tuple((name, None if axes == "fsdp" else axes) for name, axes in RULES),
+    "tensor": tuple((name, "data" if name == "batch" else None if axes == "fsdp" else
+                     _MODEL_AXES if axes == "tensor" else axes) for name, axes in RULES),
+}
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence | None = None) -> Mesh:
@@ -140,23 +148,25 @@ def shard_batch(tree: Any, mesh: Mesh) -> Any:
   return jax.tree.map(put, tree)
 
 
-_ACTIVATION_MESH: contextvars.ContextVar[Mesh | None] = contextvars.ContextVar("activation_mesh", default=None)
+_ACTIVATIONS: contextvars.ContextVar[tuple[Mesh | None, tuple]] = contextvars.ContextVar(
+    "activations", default=(None, RULES))
 
 
 @contextlib.contextmanager
-def activations_on(mesh: Mesh | None) -> Iterator[None]:
-  """Within this context (a trace of the model's forward), `constrain` lays activations out over `mesh`."""
-  token = _ACTIVATION_MESH.set(mesh)
+def activations_on(mesh: Mesh | None, rules=RULES) -> Iterator[None]:
+  """Within this context (a trace of the model's forward), `constrain` lays activations out over `mesh` by
+  `rules` (the training layout's, or a rollout's `DECODE_RULES`)."""
+  token = _ACTIVATIONS.set((mesh, rules))
   try:
     yield
   finally:
-    _ACTIVATION_MESH.reset(token)
+    _ACTIVATIONS.reset(token)
 
 
-def constrain(x: jax.Array, axes: Sequence[str | None], rules=RULES) -> jax.Array:
+def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
   """x laid out by its logical axes over the current activation mesh (as is without one). A dimension
   its mesh axes do not divide (a micro-batch smaller than the data x fsdp devices) stays whole."""
-  mesh = _ACTIVATION_MESH.get()
+  mesh, rules = _ACTIVATIONS.get()
   if mesh is None:
     return x
   spec = [entry if size % _mesh_size(mesh, entry) == 0 else None
@@ -167,8 +177,8 @@ def constrain(x: jax.Array, axes: Sequence[str | None], rules=RULES) -> jax.Arra
 def over_rows(fn: Callable, *args: jax.Array) -> jax.Array:
   """fn on each device's rows (a shard_map over the batch axes) when activations are laid out over a mesh,
   for kernels XLA cannot partition (Pallas); fn(*args) without a mesh or when the rows do not divide."""
-  mesh = _ACTIVATION_MESH.get()
-  rows = logical_to_spec(("batch",))[0]
+  mesh, rules = _ACTIVATIONS.get()
+  rows = logical_to_spec(("batch",), rules)[0]
   if mesh is None or args[0].shape[0] % _mesh_size(mesh, rows):
     return fn(*args)
   return jax.shard_map(fn, mesh=mesh, in_specs=P(rows), out_specs=P(rows), check_vma=False)(*args)

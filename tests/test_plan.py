@@ -114,11 +114,40 @@ def test_logits_chunk_shrinks_the_head_and_reference_logits():
   assert full["update activations"] - chunked["update activations"] == b * (T - 16) * 16 * V - head_grad
 
 
+def test_packed_rows_plan_the_update_over_them():
+  """algo.pack_len / pack_rows: the update's forwards run over pack_rows rows of pack_len slots (split into the
+  micro-batches), longer than an episode when several share a row."""
+  c = _config()
+  micro_batches = c.algo.minibatches * c.algo.microbatches
+  c.algo.pack_len, c.algo.pack_rows = 2 * _slots(c), 3 * micro_batches
+  cfg = plan.model_config(c.model)
+  assert plan.plan(c)["update activations"] == plan.update_activations(cfg, 3, 2 * _slots(c))
+  c.algo.pack_rows = 0  # one row per episode, cut to pack_len (at most the episode's slots)
+  b = c.rollout.n_tasks * c.rollout.group_size // micro_batches
+  assert plan.plan(c)["update activations"] == plan.update_activations(cfg, b, _slots(c))
+
+
 def test_fsdp_divides_the_params_and_rows():
   one, eight = plan.plan(_config()), plan.plan(_config(fsdp=8))
   norms = 4 * (2 * L + 1) * D  # replicated
   assert eight["params"] == (one["params"] - norms) // 8 + norms
   assert eight["rollout buffers"] == one["rollout buffers"] // 8
+
+
+def test_tensor_decode_splits_the_rollout_params_and_cache_over_fsdp_and_tensor():
+  """model.decode_sharding="tensor" on fsdp=2 x tensor=2: the rollout's params copy and its KV cache a quarter
+  per device (replicated: the params split over tensor only, the cache's rows over fsdp and heads over tensor)."""
+  def plan_of(mode):
+    c = _config(fsdp=2, tensor=2)
+    c.model = ConfigDict(dict(preset="small", decode_sharding=mode))
+    return plan.plan(c, n_devices=4)
+  replicated, tensor = plan_of("replicated"), plan_of("tensor")
+  norms = (2 * L + 1) * D  # whole on every device
+  split = 2 * V * D + L * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F)
+  assert replicated["rollout params"] == 4 * (split // 2 + norms) and tensor["rollout params"] == 4 * (split // 4 + norms)
+  # k and v: rows / 2 x heads / 2 == rows x heads / 4 (only the [B, S] valid mask is bigger: split by rows)
+  assert tensor["rollout KV cache"] == pytest.approx(replicated["rollout KV cache"], rel=1e-3)
+  assert "split over fsdp x tensor" in tensor.table()
 
 
 def test_hf_path_reads_config_json_only(tmp_path):

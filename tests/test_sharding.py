@@ -123,7 +123,37 @@ def test_rollout_reads_params_replicated_over_fsdp(monkeypatch):
 
   n_params = len(jax.tree.leaves(lm.params))
   decode = gathers()
-  monkeypatch.setattr(sharding, "DECODE_RULES", sharding.RULES)  # the training layout
+  monkeypatch.setitem(sharding.DECODE_RULES, "replicated", sharding.RULES)  # the training layout
   training = gathers()
   rollout.make_collect.cache_clear()
   assert decode <= n_params + 8 and training > 3 * decode, (n_params, decode, training)
+
+
+def test_tensor_decode_splits_the_rollout_params_and_samples_the_same_tokens():
+  """model.decode_sharding="tensor": the rollout's params split over fsdp x tensor (here 4 x 2: an eighth per
+  device, where the replicated rollout holds half, split over tensor only) and its rows over data; the same
+  greedy episodes as one device, and the compiled collect's temporaries shrink by the params it no longer
+  copies whole."""
+  import toy_env  # noqa: F401  (registers guess_digit)
+  from jarl import envs, rollout
+  from jarl.agent import AgentConfig
+  from jarl.sampling import SamplingConfig
+
+  cfg = models.ModelConfig(vocab_size=2048, d_model=64, n_layers=2, n_heads=8, n_kv_heads=8, head_dim=16,
+                           mlp_dim=256)  # mostly embedding and head: the params dominate the rollout's memory
+  env, agent, greedy = envs.make("guess_digit", max_turns=2), AgentConfig(act_budget=3), SamplingConfig(temperature=0)
+  one = models.create(cfg, seed=0)
+  want = rollout.make_collect(one, env, agent, 2, 4, greedy)(one.params, jax.random.key(0))
+  mesh = sharding.make_mesh(data=1, fsdp=4, tensor=2)
+  temp = {}
+  for mode in ("replicated", "tensor"):
+    lm = models.create(cfg.replace(decode_sharding=mode), seed=0, mesh=mesh)
+    collect = rollout.make_collect(lm, env, agent, 2, 4, greedy, mesh)
+    got = collect(lm.params, jax.random.key(0))
+    np.testing.assert_array_equal(got.tokens, want.tokens, err_msg=mode)
+    np.testing.assert_allclose(got.logprob, want.logprob, atol=1e-5, err_msg=mode)
+    temp[mode] = collect.lower(lm.params, jax.random.key(0)).compile().memory_analysis().temp_size_in_bytes
+  params_bytes = sum(x.nbytes for x in jax.tree.leaves(one.params))
+  assert temp["replicated"] - temp["tensor"] > params_bytes / 4, (temp, params_bytes)  # 1/2 - 1/8 of them
+  with pytest.raises(ValueError, match="decode_sharding='pipeline'"):
+    cfg.replace(decode_sharding="pipeline")

@@ -24,6 +24,7 @@ FAMILIES = ("llama", "qwen2", "qwen3")
 ROPE_TYPES = ("default", "linear", "llama3")
 ATTENTION = ("xla", "chunked", "cudnn", "splash", "auto")  # the keys of jarl.models.attention.IMPLEMENTATIONS
 REMAT = ("none", "block", "dots")  # the keys of jarl.models.transformer.REMAT_POLICIES
+DECODE_SHARDING = ("replicated", "tensor")  # the keys of jarl.sharding.DECODE_RULES
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -61,6 +62,11 @@ class ModelConfig:
   # scanned without remat, XLA:CPU kept 3x the unrolled model's temp memory (SmolLM2, 2 x 64
   # tokens: 446 vs 154 MB; with "block" 85 MB).
   remat: str = "none"
+  # The rollout's params over the mesh's fsdp axis (`sharding.DECODE_RULES`): "replicated" (a compute-dtype
+  # copy whole on each fsdp device: no collective per decode step) or "tensor" (for params too big for
+  # that: fsdp joins tensor parallelism in the rollout, 1 / (fsdp x tensor) of the params per device, an
+  # all-reduce per attention and MLP block per step; kv heads must divide over fsdp x tensor).
+  decode_sharding: str = "replicated"
 
   def __post_init__(self):
     if self.head_dim is None:
@@ -81,6 +87,8 @@ class ModelConfig:
       errors.append('attention="cudnn" needs dtype "bfloat16" or "float16" (cuDNN has no float32 flash attention)')
     if self.remat not in REMAT:
       errors.append(f"remat={self.remat!r} (supported: {REMAT})")
+    if self.decode_sharding not in DECODE_SHARDING:
+      errors.append(f"decode_sharding={self.decode_sharding!r} (supported: {DECODE_SHARDING})")
     if self.attention_block < 1:
       errors.append(f"attention_block={self.attention_block} must be positive")
     if self.head_dim % 2:
@@ -153,7 +161,8 @@ PRESETS.update({name: ModelConfig(vocab_size=V, d_model=D, n_layers=L, n_heads=H
                                   tie_embeddings=tied, **family)
                 for name, (V, D, L, H, K, F, tied, family) in _REAL.items()})
 # Fields that may differ between a preset and the checkpoint it stands for (see `differences`).
-NOT_ARCHITECTURE = ("dtype", "param_dtype", "max_seq_len", "attention", "attention_block", "scan_layers", "remat")
+NOT_ARCHITECTURE = ("dtype", "param_dtype", "max_seq_len", "attention", "attention_block", "scan_layers", "remat",
+                    "decode_sharding")
 
 
 def preset(name: str, **overrides) -> ModelConfig:

@@ -46,11 +46,12 @@ class LM:
   axes: Any
   mesh: Mesh | None = None
   lora: Any = None  # the LoRAConfig when adapters are attached (jarl.models.lora)
+  rules: Any = sharding.RULES  # how its forwards lay activations out over the mesh (the rollout's: DECODE_RULES)
 
   def apply(self, params, *args, method: str | None = None, **kwargs):
     """Pure: the module's forward (or another method, e.g. "hidden") over the params pytree."""
     module = nnx.merge(self.graphdef, params)
-    with sharding.activations_on(self.mesh):  # the model's activation constraints lay out over this mesh
+    with sharding.activations_on(self.mesh, self.rules):  # the model's activation constraints lay out over this mesh
       return (module if method is None else getattr(module, method))(*args, **kwargs)
 
   def replace(self, **changes) -> "LM":
@@ -64,24 +65,27 @@ class LM:
 
   def init_cache(self, batch: int, length: int) -> KVCache:
     cache = KVCache.init(self.config, batch, length)
-    return cache if self.mesh is None else jax.device_put(cache, cache_shardings(self.config, self.mesh, batch))
+    return cache if self.mesh is None else jax.device_put(cache, cache_shardings(self.config, self.mesh, batch,
+                                                                                  self.rules))
 
   @property
   def num_params(self) -> int:
     return sum(x.size for x in jax.tree.leaves(self.params))
 
 
-def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int) -> KVCache:
-  """NamedShardings for a KVCache: rows over (data, fsdp), kv heads over tensor."""
+def cache_shardings(cfg: ModelConfig, mesh: Mesh, batch: int, rules=sharding.RULES) -> KVCache:
+  """NamedShardings for a KVCache: rows over (data, fsdp), kv heads over tensor (by `rules`: the rollout's
+  "tensor" layout puts rows over data, kv heads over fsdp x tensor)."""
   def layers(axes, shape):
-    spec = sharding.logical_to_spec(axes)
+    spec = sharding.logical_to_spec(axes, rules)
     sharding.check_divisible("kv_cache", shape, spec, mesh)
     if cfg.scan_layers:
       return NamedSharding(mesh, P(None, *spec))
     return tuple(NamedSharding(mesh, spec) for _ in range(cfg.n_layers))
   k = layers(K_CACHE_AXES, (batch, cfg.n_kv_heads, cfg.head_dim, 1))
   v = layers(V_CACHE_AXES, (batch, cfg.n_kv_heads, 1, cfg.head_dim))
-  return KVCache(k=k, v=v, valid_BxS=sharding.batch_sharding(mesh), index=sharding.replicated(mesh))
+  return KVCache(k=k, v=v, valid_BxS=NamedSharding(mesh, sharding.logical_to_spec(("batch", None), rules)),
+                 index=sharding.replicated(mesh))
 
 
 def _map_layers(params: Any, fn: Callable) -> Any:
