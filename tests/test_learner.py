@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jarl import envs, learner, models, optim, sharding
+from jarl import envs, learner, models, optim, packing, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.rollout import make_collect, replay_logprobs
 from jarl.sft import expert_batch
@@ -254,7 +254,7 @@ def test_packed_forward_equals_the_slot_buffers_forward(setup, critic):
     return jnp.sum(logp_BxT * adv_BxT) + jnp.sum(entropy_BxT * traj.loss_mask) + values
   want, want_g = jax.jit(jax.value_and_grad(loss))(lm.params, None)
   for length, rows in _packings(traj):
-    packed, overflow = learner.pack_slots(batch, length, rows or traj.tokens.shape[0])
+    packed, overflow = packing.pack_slots(batch, length, rows or traj.tokens.shape[0])
     assert not np.asarray(overflow).any() and packed["tokens"].shape[1] == length
     assert int(np.asarray(packed["valid"]).sum()) == int(np.asarray(traj.valid).sum())  # every valid slot, once
     if rows:
@@ -314,7 +314,7 @@ def test_pack_slots_lays_episodes_end_to_end():
     valid[b, np.sort(np.random.default_rng(b).choice(9, n, replace=False))] = True  # idle slots between
   tokens = np.where(valid, np.arange(1, 37).reshape(4, 9), 0)
   batch = dict(tokens=jnp.asarray(tokens), positions=jnp.asarray(np.cumsum(valid, 1) - 1), valid=jnp.asarray(valid))
-  packed, overflow = learner.pack_slots(batch, 8, 2)
+  packed, overflow = packing.pack_slots(batch, 8, 2)
   assert not np.asarray(overflow).any()
   want_segment = [[1, 1, 1, 2, 2, 2, 2, 2], [3, 3, 4, 4, 4, 4, 4, 4]]
   np.testing.assert_array_equal(packed["segment"], want_segment)
@@ -324,5 +324,5 @@ def test_pack_slots_lays_episodes_end_to_end():
   # each slot's source: its episode's previous valid slot, where that landed (episode 3's slots: row 1 from 2)
   last = np.flatnonzero(valid[3])[-1]
   assert (int(packed["source_row"][3, last]), int(packed["source_col"][3, last])) == (1, 6)
-  np.testing.assert_array_equal(learner.pack_slots(batch, 8, 1)[1], [False, False, True, True])
-  np.testing.assert_array_equal(learner.pack_slots(batch, 5, 4)[1], [False, False, False, True])
+  np.testing.assert_array_equal(packing.pack_slots(batch, 8, 1)[1], [False, False, True, True])
+  np.testing.assert_array_equal(packing.pack_slots(batch, 5, 4)[1], [False, False, False, True])
