@@ -34,6 +34,9 @@ episodes' valid slots laid end to end into rows of 2 x 96 slots, attention kept 
 many rows as the expected valid slots fill plus 25% (23 rows for 64 episodes of 32 + ~21 tokens: 4,416
 slots instead of 64 x 96 = 6,144); the row reports the episodes that did not fit (their step is skipped)
 and the share of packed slots in use.
+`jarl-compact` is jarl-packed with live-row compaction in the rollout (`SamplingConfig.compact_every=4`):
+every 4 decode steps the rows still sampling are gathered into the smallest of 64 / 32 / 16 / 8 rows that
+holds them, so stopped completions stop costing decode compute.
 
 jarl: a single-turn TextEnv defined here, `make_collect` (8 tasks x 8, act budget 64, the
 never-sampled stop token) and `make_update` (grpo / ppo_clip) as ONE jitted program
@@ -107,6 +110,7 @@ from jarl.agent import AgentConfig, Segment, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Codec, Tokens
 from jarl.rollout import make_collect
+from jarl.sampling import SamplingConfig
 from jarl.tokenizer import ByteTokenizer
 
 COLUMNS = ("system", "workload", "preset", "batch", "group_size", "completion_tokens", "prompt_len", "mean_len",
@@ -192,17 +196,23 @@ def packing(w: Workload) -> dict:
   return dict(pack_len=length, pack_rows=int(np.ceil(1.25 * w.batch * (w.prompt_len + w.mean_len) / length)))
 
 
+# jarl's systems: (update over packed episodes, live-row compaction in decode every this many steps)
+JARLS = {"jarl": (False, 0), "jarl-packed": (True, 0), "jarl-compact": (True, 4)}
+
+
 class Jarl:
   """Rollout + GRPO update as one jitted iteration, as train.py builds it; `packed`: the update over
-  episodes laid end to end (`packing`)."""
+  episodes laid end to end (`packing`); `compact_every`: live-row compaction in decode."""
 
-  def __init__(self, lm: models.LM, w: Workload, packed: bool = False):
+  def __init__(self, lm: models.LM, w: Workload, name: str = "jarl"):
     """`lm`: the variable workload's stop_rate_weights already (`stop_id`: its last id)."""
     self.w, self.tokenizer = w, StopTokenizer(lm.config.vocab_size, stop_id(lm.config, w))
-    self.name = "jarl-packed" if packed else "jarl"
+    self.name = name
+    packed, compact_every = JARLS[name]
     env = CompletionEnv(Codec.from_tokenizer(self.tokenizer), w.prompt_len, w.completion_tokens)
     agent = AgentConfig(act_budget=w.completion_tokens, system="", act_header="", stop=STOP)
-    self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size)
+    self.collect = make_collect(lm, env, agent, w.n_prompts, w.group_size,
+                                SamplingConfig(compact_every=compact_every))
     slots = make_layout(agent, env).policy_slots
     algo = dataclasses.replace(ALGO, **packing(w)) if packed else ALGO
     self.update = learner.make_update(lm, algo, OPTIM, w.group_size, policy_slots=slots)
@@ -210,6 +220,7 @@ class Jarl:
     params = jax.tree.map(jnp.copy, lm.params)  # the iteration donates its state; lm.params stay for TRL
     self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)
     self.generated = []  # completion tokens of each iteration
+    self.row_fractions = []  # the share of budget x batch rows the decode computed, per iteration
     self.packing = []  # the packed update's (episodes that did not fit, share of packed slots in use) per iteration
 
   def step(self) -> float:
@@ -218,6 +229,8 @@ class Jarl:
     self.state, metrics, traj = jax.block_until_ready(self.iteration(self.state))
     seconds = time.perf_counter() - start
     self.generated.append(self.check(traj))
+    ep = traj.episode
+    self.row_fractions.append(float(ep["decode_rows"][0] / max(int(ep["decode_budget"][0]) * self.w.batch, 1)))
     if "policy/pack_overflow" in metrics:
       self.packing.append((int(metrics["policy/pack_overflow"]), float(metrics["policy/pack_fill"])))
     return seconds
@@ -389,13 +402,12 @@ def run_trl(lm: models.LM, w: Workload, steps: int, workdir: str, after_step) ->
 
 def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats: int, peak: float,
             breakdown: bool) -> list[dict]:
-  """jarl (compiled first; on the variable workload also jarl-packed), then TRL's steps in their own
+  """jarl (compiled first; on the variable workload also jarl-packed and jarl-compact), then TRL's steps in their own
   process with one iteration of each jarl system after each timed TRL step, so they alternate on the same
   machine and jarl never shares TRL's process."""
   base = dict(workload=w.name, preset=preset, batch=w.batch, group_size=w.group_size,
               completion_tokens=w.completion_tokens, prompt_len=w.prompt_len)
-  jarls = [Jarl(lm, w, packed) for packed in ((False, True) if w.variable and "jarl-packed" in systems
-                                              else (False,))]
+  jarls = [Jarl(lm, w, name) for name in JARLS if name in systems and (w.variable or name == "jarl")]
   firsts = []
   for jarl in jarls:
     firsts.append(jarl.step())
@@ -432,9 +444,10 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
 
   for jarl, first, times in zip(jarls, firsts, jarl_times):
     extra, note = {}, "one jit: make_iteration(make_collect, make_update)"
+    extra["decode_row_fraction"] = statistics.mean(jarl.row_fractions[1:1 + len(times)])
     if jarl.packing:
       overflow, fill = sum(o for o, _ in jarl.packing[1:]), statistics.mean(f for _, f in jarl.packing[1:])
-      extra = dict(packing(w), pack_overflow=overflow, pack_fill=fill)
+      extra.update(packing(w), pack_overflow=overflow, pack_fill=fill)
       note += (f"; update packed: {extra['pack_rows']} rows of {extra['pack_len']} slots ({fill:.0%} in use, "
                f"{overflow} episodes did not fit)")
     if breakdown:
@@ -463,8 +476,9 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--presets", default="tiny,small")
   parser.add_argument("--repeats", type=int, default=3, help="timed iterations after the first")
-  parser.add_argument("--systems", default="jarl,jarl-packed,trl",
-                      help="jarl-packed: the variable workload's update over packed episodes")
+  parser.add_argument("--systems", default="jarl,jarl-packed,jarl-compact,trl",
+                      help="jarl-packed: the variable workload's update over packed episodes; jarl-compact: and "
+                           "live-row compaction in decode")
   parser.add_argument("--prompts", type=int, default=8)
   parser.add_argument("--group-size", type=int, default=8)
   parser.add_argument("--prompt-len", type=int, default=32)

@@ -22,6 +22,10 @@ python loop generates with the stop as EOS (a row's reply ends at its first stop
 until every row of the call has stopped) and steps only the episodes still running, so its batch
 shrinks turn by turn; jarl runs every row in one program, ends a turn's decode loop when every row
 has stopped and skips turns in which every episode has ended.
+On the variable workload `jarl-compact` is jarl with live-row compaction (`SamplingConfig.compact_every=4`):
+every 4 decode steps the rows still sampling (their episode running, their reply not stopped) are
+gathered into the smallest of 64 / 32 / 16 / 8 rows that holds them; its `decode_row_fraction` (json and
+table; jarl's too) is the share of budget x batch rows the decode computed.
   jarl         `make_collect`: reset, prompt, 4 x (16 sampled slots, env step, observation
                forced as one chunk) in ONE jitted program with one KV cache.
   python-loop  what RAGEN / verl-style agent loops do: per turn, one `generate` call on the
@@ -80,9 +84,10 @@ from jarl.rollout import make_collect  # noqa: E402
 from jarl.sampling import SamplingConfig  # noqa: E402
 from jarl.tokenizer import ByteTokenizer  # noqa: E402
 
+COMPACT_EVERY = 4  # jarl-compact's decode steps between compactions (buckets B, B/2, B/4, B/8)
 COLUMNS = ("system", "workload", "preset", "batch", "episodes", "turns", "gen_tokens_per_turn", "obs_tokens_per_turn",
            "prompt_len", "mean_turns", "mean_reply", "episodes_per_s", "tokens_per_s", "seconds", "compile_s",
-           "speedup_vs_python_loop", "load_average")
+           "speedup_vs_python_loop", "decode_row_fraction", "load_average")
 DIGITS = "0123456789"
 
 
@@ -205,10 +210,11 @@ def agent_config(work: Workload) -> AgentConfig:
 
 
 class Jarl:
-  name = "jarl"
+  """`compact_every` > 0: live-row compaction in decode (`SamplingConfig.compact_every`), system jarl-compact."""
 
-  def __init__(self, lm: models.LM, env: DigitCount, work: Workload):
+  def __init__(self, lm: models.LM, env: DigitCount, work: Workload, compact_every: int = 0):
     self.lm, self.env, self.work = lm, env, work
+    self.name = "jarl-compact" if compact_every else "jarl"
     self.agent = agent_config(work)
     self.layout = make_layout(self.agent, env)
     L = self.layout  # an empty header still takes one (invalid) slot: count tokens, not slots
@@ -216,7 +222,7 @@ class Jarl:
     assert prompt_tokens == work.prompt_len, (prompt_tokens, work.prompt_len)
     assert work.variable or self.layout.stop_id >= lm.config.vocab_size, "a fixed workload's stop is never drawn"
     self.collect = make_collect(lm, env, self.agent, n_tasks=work.episodes, group_size=1,
-                                sampling=SamplingConfig(temperature=1.0))
+                                sampling=SamplingConfig(temperature=1.0, compact_every=compact_every))
     self.seeds = iter(range(10 ** 6))
 
   def __call__(self):
@@ -228,6 +234,8 @@ class Jarl:
     gave the rewards its Python twin gives for the same actions; returns (sampled tokens, turns played)."""
     w = self.work
     traj = jax.device_get(traj)
+    ep = traj.episode
+    self.row_fraction = float(ep["decode_rows"][0] / (ep["decode_budget"][0] * w.episodes))
     sampled, turns_B = int(traj.loss_mask.sum()), traj.turn_live.sum(1)
     prompt_slots = (traj.segment == int(Segment.PROMPT)) & traj.valid
     assert (prompt_slots.sum(1) == w.prompt_len).all(), "prompt tokens per episode"
@@ -356,11 +364,11 @@ def measure(preset: str, work: Workload, repeats: int, with_breakdown: bool = Tr
   prompt = tok.encode(jarl.agent.system.format(instructions=env.instructions) + observation(0, 0, work.obs_tokens))
   assert len(prompt) == work.prompt_len, (len(prompt), work.prompt_len)
   loop = PythonLoop(lm, tok, work, prompt)
-  systems = (jarl, loop)
+  systems = (jarl, loop) + ((Jarl(lm, env, work, COMPACT_EVERY),) if work.variable else ())
   first, times, counts, loads = {}, {s.name: [] for s in systems}, {s.name: [0, 0] for s in systems}, []
 
   def counted(s, out) -> tuple[int, int]:  # (tokens, turns), checked after the clock stopped
-    return jarl.check(out, tok) if s is jarl else out
+    return s.check(out, tok) if isinstance(s, Jarl) else out
 
   for s in systems:  # compile / warm up
     start = time.perf_counter()
@@ -383,18 +391,19 @@ def measure(preset: str, work: Workload, repeats: int, with_breakdown: bool = Tr
                prompt_len=work.prompt_len, mean_turns=turns / (repeats * work.episodes), mean_reply=tokens / turns,
                episodes_per_s=work.episodes / t.median_s, tokens_per_s=tokens / sum(t.times_s), seconds=t.median_s,
                times_s=t.times_s, first_call_s=t.first_s, load_average=max(loads), note=getattr(s, "note", ""))
-    if s is jarl:
+    if isinstance(s, Jarl):
       row["compile_s"] = t.compile_s
       row["total_len"] = jarl.layout.total_len
+      row["decode_row_fraction"] = s.row_fraction
       if with_breakdown and not work.variable:  # the breakdown counts whole budgets
         row.update(breakdown(lm, jarl.layout, work.episodes, repeats))
         row["other_s"] = t.median_s - row["decode_s"] - row["forced_s"]  # sampling, slot writes, env
     rows.append(row)
     print(f"  {s.name:12s} {work.name:8s} {preset:5s}: {row['episodes_per_s']:7.1f} episodes/s, "
           f"{row['tokens_per_s']:8.0f} tokens/s, {t.median_s:6.3f} s, {row['mean_turns']:.2f} turns, "
-          f"{row['mean_reply']:.1f} tokens a reply" + (f", compile {t.compile_s:5.1f} s" if s is jarl else ""),
+          f"{row['mean_reply']:.1f} tokens a reply" + (f", compile {t.compile_s:5.1f} s" if "compile_s" in row else ""),
           flush=True)
-  base = rows[1]["episodes_per_s"]
+  base = next(row["episodes_per_s"] for row in rows if row["system"] == loop.name)
   for row in rows:
     row["speedup_vs_python_loop"] = row["episodes_per_s"] / base
   return rows

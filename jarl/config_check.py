@@ -73,6 +73,7 @@ RANGES = {
     "sampling.temperature": NONNEGATIVE, "sampling.top_k": COUNT, "sampling.top_p": Range(0.0, 1.0, open_low=True,
                                                                                          kind=float),
     "sampling.max_new_tokens": POSITIVE, "sampling.vocab_limit": COUNT,
+    "sampling.compact_every": COUNT, "sampling.compact_buckets": POSITIVE,
     "agent.plan_budget": COUNT, "agent.act_budget": POSITIVE, "agent.critique_budget": COUNT,
     "agent.revise_budget": COUNT, "agent.act_candidates": POSITIVE, "agent.search_simulations": POSITIVE,
     "agent.search_depth": POSITIVE, "model.attention_block": POSITIVE,

@@ -365,6 +365,9 @@ def rollout_metrics(traj: Trajectory) -> dict:
           "episode/response_tokens": ep["tokens"].mean(),
           "rollout/decode_steps": ep["decode_steps"].max(),  # the batch's (the same in every row)
           "rollout/decode_fraction": ep["decode_steps"].max() / jnp.maximum(ep["decode_budget"].max(), 1),
+          # the share of budget x rows computed (below decode_fraction with live-row compaction)
+          "rollout/decode_row_fraction": ep["decode_rows"].max() / jnp.maximum(ep["decode_budget"].max() *
+                                                                              ep["decode_rows"].shape[0], 1),
           **({"episode/cost": ep["cost"].mean()} if "cost" in ep else {}),
           **({"episode/host_error": ep["host_error"].mean()} if "host_error" in ep else {}),
           "episode/nonfinite_logprobs": (~jnp.isfinite(traj.logprob) & traj.loss_mask).sum(),

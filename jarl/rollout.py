@@ -84,8 +84,16 @@ class Runner:
 
   def forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
     """Write a chunk of forced tokens [B, K] for live rows with one forward over the chunk; with no live
-    row, no forward: the cursor moves past the chunk's K slots, which stay idle."""
-    done = run_if(any_row(live_B), lambda c: self._forced(params, c, toks, segment, turn, live_B), c)
+    row, no forward: the cursor moves past the chunk's K slots, which stay idle. With live-row compaction
+    (`SamplingConfig.compact_every`) the forward runs over the live rows gathered (`on_rows`)."""
+    def live(c):
+      if not self.sampling.compact_every:
+        return self._forced(params, c, toks, segment, turn, live_B)
+      def fn(state, rows_b):
+        c, ids, length, live = state
+        return self._forced(params, c, Tokens(ids, length), segment, turn, live), ids, length, live
+      return self.on_rows(fn, (c, toks.ids, toks.length, live_B), live_B)[0]
+    done = run_if(any_row(live_B), live, c)
     return done.replace(cache=done.cache.replace(index=c.cache.index + toks.size))
 
   def _forced(self, params, c: Carry, toks: Tokens, segment: Segment, turn, live_B) -> Carry:
@@ -110,48 +118,99 @@ class Runner:
     The loop stops as soon as every row has stopped (early exit); the cursor still moves past the
     whole budget, so the slots of the steps not run stay idle and every segment keeps its slots.
     `choose(logits_BxV, key) -> token_B` (default: the runner's) draws each token.
+
+    With `SamplingConfig.compact_every = k > 0` (live-row compaction), every k steps the rows still
+    sampling are gathered (cache, buffers, cursor state) into the smallest batch bucket that holds
+    them (`compact_buckets`), decoded there, and put back: rows that stopped, or whose episode
+    ended, stop costing compute. `choose` then draws one row at a time, with the key folded with
+    the row's index, so that a row's tokens do not depend on which rows share its bucket.
     """
     budget = self.layout.budgets[segment]
     B = live_B.shape[0]
     choose = choose or self.choose
+    if self.sampling.compact_every:
+      choose_rows = lambda logits_bxV, key, rows_b: jax.vmap(  # noqa: E731
+          lambda logits_V, row: choose(logits_V[None], jax.random.fold_in(key, row))[0])(logits_bxV, rows_b)
+    else:
+      choose_rows = lambda logits_bxV, key, rows_b: choose(logits_bxV, key)  # noqa: E731
     keys = jax.random.split(key, budget)
     end = c.cache.index + budget
 
-    def step(loop):
-      i, (c, active_B, ids_BxK, n_B) = loop
-      key = keys[i]
-      logits_BxV = c.logits_BxV
+    def step(i, state, rows_b):  # one token for the rows `rows_b` (whose state this is)
+      c, active_b, ids_bxK, n_b = state
+      logits_bxV = c.logits_BxV
       if allowed is not None:  # the verdict: only the allowed tokens can be drawn
-        keep_V = jnp.zeros(logits_BxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
-        logits_BxV = jnp.where(keep_V, logits_BxV, -jnp.inf)
-      token_B = jnp.where(active_B, choose(logits_BxV, key), self.pad_id)
-      raw_logprob_B = policy_logprob(c.logits_BxV, token_B)
-      positions_B = c.next_pos_B
-      h_Bx1xD, cache = self.lm.apply(params, token_B[:, None], positions_B[:, None], c.cache, active_B[:, None],
+        keep_V = jnp.zeros(logits_bxV.shape[-1], bool).at[jnp.asarray(allowed)].set(True)
+        logits_bxV = jnp.where(keep_V, logits_bxV, -jnp.inf)
+      token_b = jnp.where(active_b, choose_rows(logits_bxV, keys[i], rows_b), self.pad_id)
+      raw_logprob_b = policy_logprob(c.logits_BxV, token_b)
+      positions_b = c.next_pos_B
+      h_bx1xD, cache = self.lm.apply(params, token_b[:, None], positions_b[:, None], c.cache, active_b[:, None],
                                      method="hidden")  # hidden + logits: plain and policy_value handles alike
-      logits_Bx1xV = self.lm.apply(params, h_Bx1xD, method="logits")
-      buf = slots.write(c, dict(tokens=token_B[:, None], positions=jnp.where(active_B, positions_B, 0)[:, None],
-                           valid=active_B[:, None], segment=jnp.where(active_B, int(segment), 0)[:, None],
-                           turn=jnp.where(active_B, turn, 0)[:, None], loss_mask=active_B[:, None],
-                           logprob=jnp.where(active_B, raw_logprob_B, 0.0)[:, None]))
-      stop_B = token_B == self.layout.stop_id
-      text_B = active_B & ~stop_B
-      ids_BxK = ids_BxK.at[jnp.arange(B), jnp.where(text_B, n_B, budget)].set(token_B, mode="drop")
-      c = c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + active_B,
-                    logits_BxV=jnp.where(active_B[:, None], logits_Bx1xV[:, 0], c.logits_BxV),
-                    last_policy_slot_B=jnp.where(active_B, c.cache.index, c.last_policy_slot_B),
-                    hidden_BxD=jnp.where(active_B[:, None], h_Bx1xD[:, 0], c.hidden_BxD))
-      return i + 1, (c, text_B, ids_BxK, n_B + text_B)
+      logits_bx1xV = self.lm.apply(params, h_bx1xD, method="logits")
+      buf = slots.write(c, dict(tokens=token_b[:, None], positions=jnp.where(active_b, positions_b, 0)[:, None],
+                           valid=active_b[:, None], segment=jnp.where(active_b, int(segment), 0)[:, None],
+                           turn=jnp.where(active_b, turn, 0)[:, None], loss_mask=active_b[:, None],
+                           logprob=jnp.where(active_b, raw_logprob_b, 0.0)[:, None]))
+      stop_b = token_b == self.layout.stop_id
+      text_b = active_b & ~stop_b
+      ids_bxK = ids_bxK.at[jnp.arange(rows_b.shape[0]), jnp.where(text_b, n_b, budget)].set(token_b, mode="drop")
+      c = c.replace(cache=cache, buf=buf, next_pos_B=c.next_pos_B + active_b,
+                    logits_BxV=jnp.where(active_b[:, None], logits_bx1xV[:, 0], c.logits_BxV),
+                    last_policy_slot_B=jnp.where(active_b, c.cache.index, c.last_policy_slot_B),
+                    hidden_BxD=jnp.where(active_b[:, None], h_bx1xD[:, 0], c.hidden_BxD),
+                    decode_rows=c.decode_rows + rows_b.shape[0])
+      return c, text_b, ids_bxK, n_b + text_b
 
-    def running(loop):
-      i, (_, active_B, _, _) = loop
-      return (i < budget) & any_row(active_B)
+    def run(loop, rows_b, until):  # (i, *state): steps for rows_b until step `until` or until all have stopped
+      def body(loop):
+        return (loop[0] + 1,) + step(loop[0], loop[1:], rows_b)
+      return jax.lax.while_loop(lambda loop: (loop[0] < until) & any_row(loop[2]), body, loop)
 
-    init = (c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
-    steps, (c, _, ids_BxK, n_B) = jax.lax.while_loop(running, step, (jnp.int32(0), init))
+    loop = (jnp.int32(0), c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
+    if self.sampling.compact_every:  # in phases, each over the rows still sampling
+      def phase(loop):
+        until = jnp.minimum(loop[0] + self.sampling.compact_every, budget)
+        return self.on_rows(lambda loop, rows_b: run(loop, rows_b, until), loop, loop[2])
+      loop = jax.lax.while_loop(lambda loop: (loop[0] < budget) & any_row(loop[2]), phase, loop)
+    else:
+      loop = run(loop, jnp.arange(B), budget)
+    steps, c, _, ids_BxK, n_B = loop
     c = c.replace(cache=c.cache.replace(index=end), decode_steps=c.decode_steps + steps,
                   decode_budget=c.decode_budget + budget * any_row(live_B))  # (segments some row plays)
     return c, Tokens(ids_BxK, n_B)
+
+  def buckets(self, B: int) -> list[int]:
+    """The batch sizes live-row compaction computes at: B, B/2, ... (`compact_buckets` of them, while they
+    divide B and, with a mesh, split evenly over its batch shards)."""
+    shards = sharding.batch_shards(self.mesh, self.rules) if self.mesh is not None else 1
+    sizes = [B // 2 ** j for j in range(self.sampling.compact_buckets) if B % 2 ** j == 0]
+    return [b for b in sizes if b % shards == 0] or [B]
+
+  def on_rows(self, fn: Callable, state: tuple, active_B: Array) -> tuple:
+    """`fn(state, rows_b) -> state` over the rows in active_B, gathered (with as many others as it takes) into
+    the smallest bucket that holds them, then put back; the full batch needs no gather. `state`: a tuple of
+    Carries, per-row arrays [B, ...] and scalars (which pass through)."""
+    B = active_B.shape[0]
+    sizes = self.buckets(B)
+    size = jnp.min(jnp.where(jnp.asarray(sizes) >= active_B.sum(), jnp.asarray(sizes), B))
+    rows_B = jnp.argsort(~active_B, stable=True)  # the active rows first, in order
+
+    def take(x, rows_b):
+      return slots.take_rows(x, rows_b) if isinstance(x, Carry) else x[rows_b] if x.ndim else x
+
+    def put(x, rows_b, part):
+      return slots.put_rows(x, rows_b, part) if isinstance(x, Carry) else x.at[rows_b].set(part) if x.ndim else part
+
+    for b in sizes:
+      def gathered(state, b=b):
+        if b == B:
+          return fn(state, jnp.arange(B))
+        rows_b = rows_B[:b]
+        part = fn(tuple(take(x, rows_b) for x in state), rows_b)
+        return tuple(put(x, rows_b, y) for x, y in zip(state, part))
+      state = run_if(size == b, gathered, state)
+    return state
 
   def segment(self, params, c, segment, turn, live_B, key, allowed=None):
     c = self.header(params, c, segment, turn, live_B)
@@ -181,7 +240,8 @@ class Runner:
     buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
     cfg = self.lm.config
     c = Carry(cache, buf, jnp.zeros((B, cfg.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
-              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype), jnp.int32(0), jnp.int32(0))
+              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype), jnp.int32(0), jnp.int32(0),
+              jnp.int32(0))
     prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
     return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
 
@@ -285,7 +345,8 @@ def turn_keys(key) -> dict:
 
 def trajectory(c: Carry, rec: dict) -> Trajectory:
   """The final carry's slot buffers [B, T] and per-turn records [B, N] as a Trajectory, with the episode
-  summary (and the batch's decode steps against their budget, the same in every row)."""
+  summary (and the batch's decode steps against their budget and the rows they computed, the same in every
+  row)."""
   buf, live = c.buf, rec["live"]
   n_turns = live.sum(1)
   episode = dict(
@@ -295,7 +356,8 @@ def trajectory(c: Carry, rec: dict) -> Trajectory:
       valid_action_rate=(rec["info"]["valid_action"] & live).sum(1) / jnp.maximum(n_turns, 1),
       tokens=buf["loss_mask"].sum(1),
       decode_steps=jnp.broadcast_to(c.decode_steps, n_turns.shape),
-      decode_budget=jnp.broadcast_to(c.decode_budget, n_turns.shape))
+      decode_budget=jnp.broadcast_to(c.decode_budget, n_turns.shape),
+      decode_rows=jnp.broadcast_to(c.decode_rows, n_turns.shape))
   if "cost" in rec["info"]:  # constrained RL (jarl.safety): the episode's summed per-step cost
     episode["cost"] = jnp.where(live, rec["info"]["cost"], 0.0).sum(1)
   return Trajectory(**buf, turn_reward=rec["reward"], turn_live=live, terminated=rec["terminated"],

@@ -56,6 +56,10 @@ class SamplingConfig:
   pad_id: int = 0  # emitted after a row stops
   early_stop: bool = True  # False: always run max_new_tokens steps (benchmarks)
   vocab_limit: int = 0  # > 0: ids >= it are never drawn (a model's padded rows beyond its tokenizer's ids)
+  # > 0: every this many decode steps the rollout gathers the rows still sampling into the smallest batch
+  # of B, B/2, ..., B/2^(compact_buckets - 1) that holds them (`jarl.rollout`: live-row compaction)
+  compact_every: int = 0
+  compact_buckets: int = 4
 
   def __post_init__(self):
     object.__setattr__(self, "stop_ids", tuple(int(i) for i in self.stop_ids))
@@ -64,7 +68,9 @@ class SamplingConfig:
         (self.temperature < 0, f"temperature={self.temperature} must be >= 0"),
         (self.top_k < 0, f"top_k={self.top_k} must be >= 0"),
         (not 0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1]"),
-        (self.pad_id < 0, f"pad_id={self.pad_id} must be a token id >= 0 (it is fed to the model)")] if bad]
+        (self.pad_id < 0, f"pad_id={self.pad_id} must be a token id >= 0 (it is fed to the model)"),
+        (self.compact_every < 0, f"compact_every={self.compact_every} must be >= 0 (0: off)"),
+        (self.compact_buckets < 1, f"compact_buckets={self.compact_buckets} must be >= 1")] if bad]
     if errors:
       raise ValueError("invalid SamplingConfig: " + "; ".join(errors))
 

@@ -101,6 +101,11 @@ def _mesh_size(mesh: Mesh, entry) -> int:
   return math.prod(mesh.shape[n] for n in names)
 
 
+def batch_shards(mesh: Mesh, rules=RULES) -> int:
+  """How many pieces the rules split a batch of rows into on this mesh."""
+  return _mesh_size(mesh, logical_to_spec(("batch",), rules)[0])
+
+
 def check_divisible(name: str, shape: Sequence[int], spec: P, mesh: Mesh) -> None:
   for dim, (size, entry) in enumerate(zip(shape, spec)):
     n = _mesh_size(mesh, entry)

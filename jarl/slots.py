@@ -26,6 +26,7 @@ class Carry:
   hidden_BxD: Array  # final hidden state at each row's last valid slot (value scoring reads it)
   decode_steps: Array  # int32: sampling steps run so far (all rows step together; early exit skips the rest)
   decode_budget: Array  # int32: sampling steps the budgets of segments some row played allowed so far
+  decode_rows: Array  # int32: rows those steps computed, summed (B each, fewer with live-row compaction)
 
 
 CURSOR = ("logits_BxV", "next_pos_B", "last_policy_slot_B", "hidden_BxD")  # a row's state between slots
@@ -41,6 +42,19 @@ def write(c: Carry, cols: dict) -> dict:
   return {name: jax.lax.dynamic_update_slice(buf, cols.get(name, jnp.zeros((buf.shape[0], K), buf.dtype))
                                              .astype(buf.dtype), (0, c.cache.index))
           for name, buf in c.buf.items()}
+
+
+def take_rows(c: Carry, rows_b: Array) -> Carry:
+  """The carry of rows `rows_b` [b]: their cache, slot buffers and cursor state (same slot cursor)."""
+  return c.replace(cache=c.cache.take_rows(rows_b), buf={k: x[rows_b] for k, x in c.buf.items()},
+                   **{k: x[rows_b] for k, x in cursor(c).items()})
+
+
+def put_rows(c: Carry, rows_b: Array, part: Carry) -> Carry:
+  """`c` with rows `rows_b` (distinct) replaced by `part`'s rows; the cursor and counters are `part`'s."""
+  put = lambda x, y: x.at[rows_b].set(y)  # noqa: E731
+  return part.replace(cache=c.cache.put_rows(rows_b, part.cache), buf=jax.tree.map(put, c.buf, part.buf),
+                      **jax.tree.map(put, cursor(c), cursor(part)))
 
 
 def where(cond_B: Array, a, b):

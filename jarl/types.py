@@ -23,7 +23,8 @@ class Trajectory:
   Per-turn records [B, N]: `turn_reward`, `turn_live` (the turn was played), `terminated`,
   `truncated`, `verdict` (1 revise, 0 accept, -1 none), `info` (the env's info dict).
   Per-episode summary [B]: `episode` dict with return, success, turns, valid_action_rate, and the
-  batch's `decode_steps` against its `decode_budget` (the same in every row: the rows decode together).
+  batch's `decode_steps` against its `decode_budget` and `decode_rows`, the rows those steps computed
+  (the same in every row: the rows decode together).
   With a critique, `attempts` holds per-turn records [B, N] of both branches, each stepped
   from the turn's state: `first_reward`, `first_success` (the ACT answer), `revised_reward`,
   `revised_success` (the REVISE answer, sampled by every row; rows that accepted dropped it

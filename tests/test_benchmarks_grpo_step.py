@@ -37,13 +37,15 @@ def test_grpo_step_variable_workload_stops_completions_early(tmp_path, monkeypat
   import grpo_step
   monkeypatch.setattr(common, "matmul_peak_flops", lambda: 1e10)
   monkeypatch.setattr(common, "RESULTS", common.RESULTS)
-  path = grpo_step.main(["--presets", "tiny", "--systems", "jarl,jarl-packed", "--prompts", "4", "--group-size",
+  path = grpo_step.main(["--presets", "tiny", "--systems", "jarl,jarl-compact", "--prompts", "4", "--group-size",
                          "4", "--completion-tokens", "24", "--repeats", "2", "--no-breakdown", "--workloads",
                          "variable", "--mean-len", "4", "--results-dir", str(tmp_path)])
   row, packed = json.loads(path.read_text())["rows"]
-  # jarl-packed: the update over episodes laid end to end in rows of 2 x (32 + 24) slots, sized from mean_len
-  assert packed["system"] == "jarl-packed" and (packed["pack_len"], packed["pack_rows"]) == (112, 7), packed
+  # jarl-compact: the update over episodes laid end to end in rows of 2 x (32 + 24) slots, sized from mean_len,
+  # and the rollout's decode over the rows still sampling
+  assert packed["system"] == "jarl-compact" and (packed["pack_len"], packed["pack_rows"]) == (112, 7), packed
   assert packed["pack_overflow"] == 0 and 0.5 < packed["pack_fill"] <= 1 and "7 rows of 112 slots" in packed["note"]
   assert row["workload"] == "variable" and 2.0 < row["mean_len"] < 6.5, row  # geometric, mean 4, cut at 24
+  assert 0 < packed["decode_row_fraction"] < 0.8 * row["decode_row_fraction"] <= 0.8
   assert row["completion_tokens_per_s"] == pytest.approx(2 * 16 * row["mean_len"] / sum(row["seconds"]))
   assert row["model_flops"] < grpo_step.model_flops(grpo_step.models.preset("tiny"), grpo_step.Workload(4, 4, 32, 24))

@@ -57,7 +57,10 @@ def test_reduced_variable_run(tmp_path):
   the Python twin of the env, turn by turn)."""
   rows = multiturn.main(["--presets", "tiny", "--episodes", "16", "--turns", "3", "--repeats", "2",
                          "--workloads", "variable", "--mean-len", "4"], results_dir=str(tmp_path))
-  assert [(r["system"], r["workload"]) for r in rows] == [("jarl", "variable"), ("python-loop", "variable")]
+  assert [(r["system"], r["workload"]) for r in rows] == [("jarl", "variable"), ("python-loop", "variable"),
+                                                          ("jarl-compact", "variable")]
   for r in rows:
     assert 1.0 <= r["mean_turns"] < 2.9 and 2.0 < r["mean_reply"] < 6.0, r  # P(end) = 1 - (3/4)^4 a turn
     assert r["tokens_per_s"] > 0 and "decode_s" not in r
+  jarl, _, compact = rows  # compaction decodes ended episodes' and stopped replies' rows no more
+  assert 0 < compact["decode_row_fraction"] < 0.8 * jarl["decode_row_fraction"] <= 0.8

@@ -151,10 +151,7 @@ def test_early_exit_skips_only_steps_no_row_needs(lm, monkeypatch):
   agent, key = SCHEMAS["all"], jax.random.key(7)
   stop_id = make_layout(agent, ENV).stop_id
 
-  def choose(logits_BxV, key):  # a digit, or the stop token half of the time: rows stop at different steps
-    stop_B = jax.random.bernoulli(key, 0.5, logits_BxV.shape[:1])
-    return jnp.where(stop_B, stop_id, ord("3")).astype(jnp.int32)
-
+  choose = _stop_half(stop_id)
   early = make_collect(lm, ENV, agent, n_tasks=4, group_size=2, choose=choose)(lm.params, key)
   monkeypatch.setattr(rollout, "any_row", lambda mask_B: jnp.bool_(True))
   make_collect.cache_clear()
@@ -167,6 +164,74 @@ def test_early_exit_skips_only_steps_no_row_needs(lm, monkeypatch):
   assert int(full.episode["decode_steps"][0]) == budget
   played = int(early.episode["decode_budget"][0])  # the segments of turns some row played
   assert 0 < int(early.episode["decode_steps"][0]) < played <= budget
+
+
+def _stop_half(stop_id):
+  def choose(logits_BxV, key):  # a digit, or the stop token half of the time: rows stop at different steps
+    stop_B = jax.random.bernoulli(key, 0.5, logits_BxV.shape[:1])
+    return jnp.where(stop_B, stop_id, ord("3")).astype(jnp.int32)
+  return choose
+
+
+def test_live_row_compaction_changes_no_token(lm):
+  """Every 2 decode steps the rows still sampling are gathered into batches of 8, 4 or 2 rows: the
+  trajectory is exactly the one decoded in the full batch (compact_buckets=1; each row draws from its own
+  key either way), in fewer row-steps. Covers verdicts, shadow revisions and rows that end early."""
+  agent, key = SCHEMAS["all"], jax.random.key(11)
+  choose = _stop_half(make_layout(agent, ENV).stop_id)
+  run = lambda buckets: make_collect(lm, ENV, agent, n_tasks=4, group_size=2, choose=choose,  # noqa: E731
+                                     sampling=SamplingConfig(compact_every=2, compact_buckets=buckets))(lm.params, key)
+  full, compact = run(1), run(3)
+  for field in ("tokens", "positions", "valid", "segment", "turn", "loss_mask", "reward", "turn_reward", "verdict"):
+    np.testing.assert_array_equal(np.asarray(getattr(compact, field)), np.asarray(getattr(full, field)), err_msg=field)
+  np.testing.assert_allclose(np.asarray(compact.logprob), np.asarray(full.logprob), atol=1e-5)
+  steps = int(full.episode["decode_steps"][0])
+  assert int(compact.episode["decode_steps"][0]) == steps
+  assert int(full.episode["decode_rows"][0]) == 8 * steps
+  assert int(compact.episode["decode_rows"][0]) < 0.85 * 8 * steps
+
+
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_cache_rows_gathered_and_put_back(scan_layers):
+  """KVCache.take_rows / put_rows address the batch axis in both layouts (per-layer tuples; stacked layers
+  in front with scan_layers): the rows taken are those rows, and putting them back changes only them."""
+  cfg = CFG.replace(scan_layers=scan_layers, n_layers=3)
+  cache = models.KVCache.init(cfg, 6, 5)
+  noise = lambda x, i: jax.random.normal(jax.random.key(i), x.shape, x.dtype)  # noqa: E731
+  cache = cache.replace(k=jax.tree.map(lambda x: noise(x, 1), cache.k), v=jax.tree.map(lambda x: noise(x, 2), cache.v),
+                        valid_BxS=jax.random.bernoulli(jax.random.key(3), 0.5, (6, 5)))
+  rows = jnp.array([4, 1])
+  part = cache.take_rows(rows)
+  k, part_k = cache.k[0], part.k[0]  # the first layer's keys (a tuple's first, or the stack's first)
+  np.testing.assert_array_equal(part_k, k[rows])
+  np.testing.assert_array_equal(part.valid_BxS, cache.valid_BxS[rows])
+  changed = part.replace(k=jax.tree.map(lambda x: x + 1, part.k), valid_BxS=~part.valid_BxS, index=jnp.int32(2))
+  back = cache.put_rows(rows, changed)
+  assert int(back.index) == 2
+  back_k = back.k[0]
+  others = np.array([0, 2, 3, 5])
+  np.testing.assert_array_equal(back_k[rows], k[rows] + 1)
+  np.testing.assert_array_equal(back_k[others], k[others])
+  np.testing.assert_array_equal(back.valid_BxS[rows], ~cache.valid_BxS[rows])
+  np.testing.assert_array_equal(back.valid_BxS[others], cache.valid_BxS[others])
+  jax.tree.map(np.testing.assert_array_equal, back.v, cache.v)
+
+
+def test_live_row_compaction_on_a_mesh_matches_one_device(lm):
+  """Compaction over a batch split 4 ways (data 2 x fsdp 2): buckets stay multiples of the shards, and the
+  trajectory is the one-device one."""
+  agent, key = SCHEMAS["act"], jax.random.key(12)
+  choose, sampling = _stop_half(make_layout(agent, ENV).stop_id), SamplingConfig(compact_every=2, compact_buckets=4)
+  want = make_collect(lm, ENV, agent, n_tasks=8, group_size=2, choose=choose, sampling=sampling)(lm.params, key)
+  mesh = sharding.make_mesh(2, 2, 2)
+  lm8 = models.create(CFG, seed=0, mesh=mesh)
+  assert rollout.Runner(lm8, make_layout(agent, ENV), sampling, mesh=mesh).buckets(16) == [16, 8, 4]
+  got = make_collect(lm8, ENV, agent, n_tasks=8, group_size=2, choose=choose, sampling=sampling, mesh=mesh)(
+      lm8.params, key)
+  for field in ("tokens", "valid", "loss_mask", "turn_reward"):
+    np.testing.assert_array_equal(np.asarray(getattr(got, field)), np.asarray(getattr(want, field)), err_msg=field)
+  np.testing.assert_allclose(np.asarray(got.logprob), np.asarray(want.logprob), atol=1e-5)
+  assert int(got.episode["decode_rows"][0]) == int(want.episode["decode_rows"][0])
 
 
 def test_decode_params_in_the_compute_dtype_change_no_token(monkeypatch):

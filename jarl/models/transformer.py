@@ -137,6 +137,21 @@ class KVCache:
     return KVCache(jax.tree.map(pad(self.K_SLOT_AXIS), self.k), jax.tree.map(pad(self.V_SLOT_AXIS), self.v),
                    pad(-1)(self.valid_BxS), self.index)
 
+  def _row_axis(self) -> int:  # the batch axis of k and v: behind the stacked layers with scan_layers
+    return 0 if isinstance(self.k, tuple) else 1
+
+  def take_rows(self, rows_b: Array) -> "KVCache":
+    """The cache of rows `rows_b` [b] (same cursor)."""
+    take = lambda x: jnp.take(x, rows_b, axis=self._row_axis())  # noqa: E731
+    return KVCache(jax.tree.map(take, self.k), jax.tree.map(take, self.v), self.valid_BxS[rows_b], self.index)
+
+  def put_rows(self, rows_b: Array, part: "KVCache") -> "KVCache":
+    """The cache with rows `rows_b` (distinct) replaced by `part`'s, and `part`'s cursor."""
+    at = (slice(None),) * self._row_axis() + (rows_b,)
+    put = lambda x, y: x.at[at].set(y)  # noqa: E731
+    return KVCache(jax.tree.map(put, self.k, part.k), jax.tree.map(put, self.v, part.v),
+                   self.valid_BxS.at[rows_b].set(part.valid_BxS), part.index)
+
 
 @flax.struct.dataclass
 class LayerCache:
