@@ -37,10 +37,11 @@ use of the critique.
 GRPO from the pretrained model: 4 problems x 8 samples per iteration at temperature 1, lr 1e-5, PPO-clip with clip-higher,
 zero-variance groups filtered out, no KL term, full fine-tuning in float32 (a CPU run).
 Expected result: see benchmarks/results/real_lm.md (the command above); the base model answers
-chain_sum right ~22-27% of the time greedily and letter_counting (8-12 words) 12-14%, and repeats a wrong answer
-after "Try again." almost always. chain_sum: 37-45% after RL (3 seeds); letter_counting: 31-32% on all 3 seeds,
-which is what always answering "1" scores (RL finds the answer prior, not counting). frozenlake (seed 0): every sampled reply names a move after ~12 iterations,
-but the greedy policy stays "up, down, left, right" (always up): 2.7% of held-out boards before and after.
+chain_sum right ~22-27% of the time greedily and letter_counting (8-12 words) 12-14%, and repeats a
+wrong answer after "Try again." almost always. chain_sum: 37-45% after RL (3 seeds); letter_counting:
+31-32% on all 3 seeds, which is what always answering "1" scores (RL finds the answer prior, not
+counting). frozenlake (seed 0): every sampled reply names a move after ~12 iterations, but the greedy
+policy stays "up, down, left, right" (always up): 2.7% of held-out boards before and after.
 """
 
 from ml_collections import ConfigDict
