@@ -35,7 +35,9 @@ vocabulary except the stop id, the last one, drawn with probability 1 / `--mean-
 step), so row lengths (stop included) are geometric with mean 21, cut at the budget: at 64 new
 tokens the median row stops at 15 and 5% run the whole budget, at 128 almost none. jarl's `generate` stops when every row has (`early_stop`, its default) and transformers'
 `generate` when every row has emitted its EOS; both compute finished rows until then. `jarl-no-early-stop`
-runs the same weights with `early_stop=False` (every call the whole budget: the "before"). Tunix is
+runs the same weights with `early_stop=False` (every call the whole budget: the "before"), and
+`jarl-compact` with live-row compaction (`compact_every=4`: every 4 steps the rows still sampling are
+gathered into the smallest of B, B/2, B/4, B/8 rows that holds them). Tunix is
 skipped there (its own random weights would never stop). mean_len = generated tokens per row (stop
 included) over the timed calls; tokens_per_s counts those tokens; ms_per_step and decode_mfu are for
 fixed rows only.
@@ -85,6 +87,7 @@ import numpy as np
 import common
 from jarl import models, sampling, tokenizer
 
+COMPACT_EVERY = 4  # jarl-compact: decode steps between compactions
 COLUMNS = ("system", "workload", "model", "dtype", "batch", "prompt_len", "new_tokens", "mean_len", "tokens_per_s",
            "ms_per_step",
            "compile_s", "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")
@@ -136,18 +139,20 @@ def prompt(model: str, cfg: models.ModelConfig, batch: int, prompt_len: int) -> 
 
 
 class Jarl:
-  """jarl's `generate`; with a stop id it stops when every row has (unless `early_stop` is False)."""
-  name = "jarl"
+  """jarl's `generate`; with a stop id it stops when every row has (unless `early_stop` is False), and with
+  `compact_every` leaves the rows that stopped out of the decode (`SamplingConfig.compact_every`)."""
 
-  def __init__(self, lm: models.LM, early_stop: bool = True):
-    self.lm, self.early_stop = lm, early_stop
-    if not early_stop:
-      self.name = "jarl-no-early-stop"
+  def __init__(self, lm: models.LM, early_stop: bool = True, compact_every: int = 0):
+    self.lm, self.early_stop, self.compact_every = lm, early_stop, compact_every
+    self.name = "jarl" if early_stop else "jarl-no-early-stop"
+    if compact_every:
+      self.name = "jarl-compact"
 
   def generator(self, prompt_BxP: np.ndarray, new_tokens: int, stop_id: int | None = None):
     """A call that generates and returns the tokens it generated (every row's, stop included)."""
     cfg = sampling.SamplingConfig(max_new_tokens=new_tokens, temperature=1.0, stop_ids=() if stop_id is None
-                                  else (stop_id,), early_stop=stop_id is not None and self.early_stop)
+                                  else (stop_id,), early_stop=stop_id is not None and self.early_stop,
+                                  compact_every=self.compact_every if stop_id is not None else 0)
     run = sampling.make_generate(self.lm, cfg, prompt_BxP.shape[1])
     prompt, valid = jax.numpy.asarray(prompt_BxP), jax.numpy.ones(prompt_BxP.shape, bool)
     keys = iter(range(10 ** 6))
@@ -354,7 +359,7 @@ def run_workload(systems: Sequence[str], model: str, dtype: str, batches: Sequen
     except ImportError as e:
       rows += skipped([system], f"{e} (see the install line in this file's docstring)")
     if system == "jarl" and workload == "variable":
-      ready.append(Jarl(lm, early_stop=False))
+      ready += [Jarl(lm, early_stop=False), Jarl(lm, compact_every=COMPACT_EVERY)]
   for batch in batches:
     rows += measure(ready, name, lm.config, prompt(model, lm.config, batch, prompt_len), new_tokens, repeats, peak,
                     workload)

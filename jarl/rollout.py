@@ -31,7 +31,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from jarl import planning, sharding, slots
+from jarl import compaction, planning, sharding, slots
+from jarl.compaction import run_if
 from jarl.agent import AgentConfig, Layout, Segment, header_slots, make_layout
 from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
@@ -129,8 +130,7 @@ class Runner:
     B = live_B.shape[0]
     choose = choose or self.choose
     if self.sampling.compact_every:
-      choose_rows = lambda logits_bxV, key, rows_b: jax.vmap(  # noqa: E731
-          lambda logits_V, row: choose(logits_V[None], jax.random.fold_in(key, row))[0])(logits_bxV, rows_b)
+      choose_rows = compaction.row_keyed(choose)
     else:
       choose_rows = lambda logits_bxV, key, rows_b: choose(logits_bxV, key)  # noqa: E731
     keys = jax.random.split(key, budget)
@@ -181,36 +181,14 @@ class Runner:
     return c, Tokens(ids_BxK, n_B)
 
   def buckets(self, B: int) -> list[int]:
-    """The batch sizes live-row compaction computes at: B, B/2, ... (`compact_buckets` of them, while they
-    divide B and, with a mesh, split evenly over its batch shards)."""
+    """The batch sizes live-row compaction computes at (`compaction.buckets`; with a mesh, multiples of its
+    batch shards)."""
     shards = sharding.batch_shards(self.mesh, self.rules) if self.mesh is not None else 1
-    sizes = [B // 2 ** j for j in range(self.sampling.compact_buckets) if B % 2 ** j == 0]
-    return [b for b in sizes if b % shards == 0] or [B]
+    return compaction.buckets(B, self.sampling.compact_buckets, shards)
 
-  def on_rows(self, fn: Callable, state: tuple, active_B: Array) -> tuple:
-    """`fn(state, rows_b) -> state` over the rows in active_B, gathered (with as many others as it takes) into
-    the smallest bucket that holds them, then put back; the full batch needs no gather. `state`: a tuple of
-    Carries, per-row arrays [B, ...] and scalars (which pass through)."""
-    B = active_B.shape[0]
-    sizes = self.buckets(B)
-    size = jnp.min(jnp.where(jnp.asarray(sizes) >= active_B.sum(), jnp.asarray(sizes), B))
-    rows_B = jnp.argsort(~active_B, stable=True)  # the active rows first, in order
-
-    def take(x, rows_b):
-      return slots.take_rows(x, rows_b) if isinstance(x, Carry) else x[rows_b] if x.ndim else x
-
-    def put(x, rows_b, part):
-      return slots.put_rows(x, rows_b, part) if isinstance(x, Carry) else x.at[rows_b].set(part) if x.ndim else part
-
-    for b in sizes:
-      def gathered(state, b=b):
-        if b == B:
-          return fn(state, jnp.arange(B))
-        rows_b = rows_B[:b]
-        part = fn(tuple(take(x, rows_b) for x in state), rows_b)
-        return tuple(put(x, rows_b, y) for x, y in zip(state, part))
-      state = run_if(size == b, gathered, state)
-    return state
+  def on_rows(self, fn: Callable, state, active_B: Array):
+    """`fn(state, rows_b) -> state` over the rows in active_B gathered into a bucket (`compaction.on_rows`)."""
+    return compaction.on_rows(fn, state, active_B, self.buckets(active_B.shape[0]))
 
   def segment(self, params, c, segment, turn, live_B, key, allowed=None):
     c = self.header(params, c, segment, turn, live_B)
@@ -310,13 +288,6 @@ class Runner:
     c = c.replace(buf=dict(c.buf, reward=c.buf["reward"].at[jnp.arange(B), c.last_policy_slot_B].add(reward_B)))
     last = turn == self.layout.env.max_turns - 1  # every episode has ended: no slots for a last observation
     return run_if(~last, lambda c: self.forced(params, c, self.observation(obs), Segment.FEEDBACK, turn, still_B), c)
-
-
-def run_if(pred: Array, fn: Callable, c):
-  """`fn(c)` if pred else c, as a while loop of at most one step: XLA updates a while loop's carry in place,
-  where a `lax.cond` copies every buffer its branches pass through (the KV cache; and the params, which
-  the layer scan inside the branch reads)."""
-  return jax.lax.while_loop(lambda s: s[0], lambda s: (jnp.zeros((), bool), fn(s[1])), (pred, c))[1]
 
 
 def any_row(mask_B: Array) -> Array:

@@ -25,7 +25,9 @@ The decode loop is `lax.while_loop` over T=1 forwards; it leaves once every row 
 unless `early_stop=False`. The KV cache lives only inside the program, so nothing is
 copied in, donated or returned: it is allocated there, sharded like the batch (rows over
 (data, fsdp), kv heads over tensor), updated in place, and grown between up to four
-loop segments so that each step attends over a cache only as long as it needs.
+loop segments so that each step attends over a cache only as long as it needs. With
+`compact_every` = k > 0, every k steps the rows still sampling are gathered into a smaller batch
+(`jarl.compaction`), so rows that stopped stop costing compute; each row then samples from its own key.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from jarl import sharding
+from jarl import compaction, sharding
 from jarl.models import LM, KVCache, cache_shardings
 
 Array = jax.Array
@@ -56,8 +58,8 @@ class SamplingConfig:
   pad_id: int = 0  # emitted after a row stops
   early_stop: bool = True  # False: always run max_new_tokens steps (benchmarks)
   vocab_limit: int = 0  # > 0: ids >= it are never drawn (a model's padded rows beyond its tokenizer's ids)
-  # > 0: every this many decode steps the rollout gathers the rows still sampling into the smallest batch
-  # of B, B/2, ..., B/2^(compact_buckets - 1) that holds them (`jarl.rollout`: live-row compaction)
+  # > 0: every this many decode steps the rows still sampling are gathered into the smallest batch of
+  # B, B/2, ..., B/2^(compact_buckets - 1) that holds them (`jarl.compaction`; the rollout and generate)
   compact_every: int = 0
   compact_buckets: int = 4
 
@@ -70,7 +72,9 @@ class SamplingConfig:
         (not 0 < self.top_p <= 1, f"top_p={self.top_p} must be in (0, 1]"),
         (self.pad_id < 0, f"pad_id={self.pad_id} must be a token id >= 0 (it is fed to the model)"),
         (self.compact_every < 0, f"compact_every={self.compact_every} must be >= 0 (0: off)"),
-        (self.compact_buckets < 1, f"compact_buckets={self.compact_buckets} must be >= 1")] if bad]
+        (self.compact_buckets < 1, f"compact_buckets={self.compact_buckets} must be >= 1"),
+        (self.compact_every > 0 and not self.early_stop,
+         f"compact_every={self.compact_every} needs early_stop=True (it leaves out the rows that stopped)")] if bad]
     if errors:
       raise ValueError("invalid SamplingConfig: " + "; ".join(errors))
 
@@ -205,7 +209,7 @@ def segment_ends(N: int, segments: int = 4, min_len: int = 16) -> list[int]:
   return list(range(size, N, size)) + [N]
 
 
-def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_BxP, key, constrain):
+def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_BxP, key, constrain, shards=1):
   B, P = prompt_BxP.shape
   N = cfg.max_new_tokens
   positions_BxP = jnp.maximum(jnp.cumsum(prompt_valid_BxP, axis=1) - 1, 0)
@@ -217,9 +221,15 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
   zeros_BxN = jnp.zeros((B, N), jnp.float32)
   out = GenerateOutput(jnp.full((B, N), cfg.pad_id, jnp.int32), zeros_BxN, zeros_BxN, jnp.zeros((B,), jnp.int32))
 
-  def body(c: _Carry) -> _Carry:
+  sample = functools.partial(sample_tokens, cfg=cfg)
+  if cfg.compact_every:  # each row draws from its own key: its tokens do not depend on its batch
+    draw = compaction.row_keyed(sample)
+  else:
+    draw = lambda logits_BxV, key, rows_B: sample(logits_BxV, key)  # noqa: E731
+
+  def body(c: _Carry, rows_b: Array) -> _Carry:  # one token for the rows `rows_b` (whose carry this is)
     logits_Bx1xV, cache = lm.apply(params, c.token_B[:, None], c.position_B[:, None], c.cache, c.feed_B[:, None])
-    token_B, logprob_B, raw_B = sample_tokens(logits_Bx1xV[:, 0], jax.random.fold_in(key, c.step), cfg)
+    token_B, logprob_B, raw_B = draw(logits_Bx1xV[:, 0], jax.random.fold_in(key, c.step), rows_b)
     live_B = ~c.done_B
     token_B = jnp.where(live_B, token_B, cfg.pad_id)
     def put(buf_BxN, col_B):
@@ -234,12 +244,21 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
 
   c = _Carry(jnp.zeros((), jnp.int32), prompt_BxP[:, -1], positions_BxP[:, -1], prompt_valid_BxP[:, -1],
              cache, jnp.zeros((B,), bool), out)
-  def cond(c: _Carry, end: int) -> Array:
-    return (c.step < end) & ~jnp.all(c.done_B) if cfg.early_stop else c.step < end
+  def run(c: _Carry, rows_b: Array, end) -> _Carry:  # steps until `end`, or until every row has stopped
+    def cond(c: _Carry) -> Array:
+      return (c.step < end) & ~jnp.all(c.done_B) if cfg.early_stop else c.step < end
+    return jax.lax.while_loop(cond, lambda c: body(c, rows_b), c)
 
+  sizes = compaction.buckets(B, cfg.compact_buckets, shards)
   for end in ends:  # each segment attends over a cache just long enough for it (less to read)
     c = c._replace(cache=constrain(c.cache.grow(P + end - 1), "cache"))
-    c = jax.lax.while_loop(functools.partial(cond, end=end), body, c)
+    if cfg.compact_every:  # in phases, each over the rows still sampling gathered into a bucket
+      def phase(c: _Carry, end=end) -> _Carry:
+        until = jnp.minimum(c.step + cfg.compact_every, end)
+        return compaction.on_rows(lambda c, rows_b: run(c, rows_b, until), c, ~c.done_B, sizes)
+      c = jax.lax.while_loop(lambda c, end=end: (c.step < end) & ~jnp.all(c.done_B), phase, c)
+    else:
+      c = run(c, jnp.arange(B), end)
   return c.out
 
 
@@ -270,7 +289,7 @@ def make_generate(lm: LM, cfg: SamplingConfig, prompt_len: int, mesh: Mesh | Non
 
   rows = sharding.batch_sharding(mesh)
   out_shardings = GenerateOutput(rows, rows, rows, sharding.batch_sharding(mesh, 1))
-  return jax.jit(functools.partial(_decode_loop, lm, cfg, constrain=constrain),
+  return jax.jit(functools.partial(_decode_loop, lm, cfg, constrain=constrain, shards=sharding.batch_shards(mesh)),
                  in_shardings=(lm.param_shardings(mesh), rows, rows, sharding.replicated(mesh)),
                  out_shardings=out_shardings)
 

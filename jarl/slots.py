@@ -44,19 +44,6 @@ def write(c: Carry, cols: dict) -> dict:
           for name, buf in c.buf.items()}
 
 
-def take_rows(c: Carry, rows_b: Array) -> Carry:
-  """The carry of rows `rows_b` [b]: their cache, slot buffers and cursor state (same slot cursor)."""
-  return c.replace(cache=c.cache.take_rows(rows_b), buf={k: x[rows_b] for k, x in c.buf.items()},
-                   **{k: x[rows_b] for k, x in cursor(c).items()})
-
-
-def put_rows(c: Carry, rows_b: Array, part: Carry) -> Carry:
-  """`c` with rows `rows_b` (distinct) replaced by `part`'s rows; the cursor and counters are `part`'s."""
-  put = lambda x, y: x.at[rows_b].set(y)  # noqa: E731
-  return part.replace(cache=c.cache.put_rows(rows_b, part.cache), buf=jax.tree.map(put, c.buf, part.buf),
-                      **jax.tree.map(put, cursor(c), cursor(part)))
-
-
 def where(cond_B: Array, a, b):
   """Per row: pytree a where cond_B, else b."""
   return jax.tree.map(lambda x, y: jnp.where(cond_B.reshape(cond_B.shape + (1,) * (x.ndim - 1)), x, y), a, b)

@@ -41,7 +41,8 @@ def test_real_model_rows_for_both_dtypes(monkeypatch):
 
 def test_variable_workload_rows_stop_early_in_both_systems(monkeypatch):
   """Rows stop at the stop id at the asked mean length in jarl and transformers; jarl also without its early
-  stop (the same tokens: the same keys); Tunix skipped; speedups compare within the workload."""
+  stop (the same tokens: the same keys) and with live-row compaction; Tunix skipped; speedups compare within
+  the workload."""
   small = models.preset("tiny", d_model=64, n_layers=1, n_heads=2, n_kv_heads=1, mlp_dim=128)
   monkeypatch.setattr(generate, "load", lambda model, dtype: models.create(small, seed=0))
   monkeypatch.setattr(generate, "matmul_floor_s", lambda cfg, batch: 1e-3)
@@ -49,9 +50,9 @@ def test_variable_workload_rows_stop_early_in_both_systems(monkeypatch):
                                prompt_len=8, repeats=2, peak=1e10, workload="variable", mean_len=4.0)
   generate.add_speedups(rows)
   got = {r["system"]: r for r in rows}
-  assert set(got) == {"jarl", "jarl-no-early-stop", "transformers", "tunix"}
+  assert set(got) == {"jarl", "jarl-no-early-stop", "jarl-compact", "transformers", "tunix"}
   assert got["tunix"]["note"].startswith("skipped")
-  for system in ("jarl", "jarl-no-early-stop", "transformers"):
+  for system in ("jarl", "jarl-no-early-stop", "jarl-compact", "transformers"):
     row = got[system]
     assert row["workload"] == "variable" and 2.5 < row["mean_len"] < 5.5, row  # geometric, mean 4, cut at 24
     assert row["tokens_per_s"] > 0 and "ms_per_step" not in row and row["speedup_vs_transformers"] > 0

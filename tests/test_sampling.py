@@ -129,7 +129,8 @@ def test_sample_tokens_jit_matches_eager_and_top_k_1_is_greedy():
 @pytest.mark.parametrize("changes,match", [(dict(top_p=0.0), "top_p=0.0 must be in"), (dict(top_p=1.5), "top_p"),
                                            (dict(temperature=-1), "temperature"), (dict(top_k=-2), "top_k"),
                                            (dict(max_new_tokens=0), "max_new_tokens"),
-                                           (dict(pad_id=-1), "pad_id=-1 must be a token id")])
+                                           (dict(pad_id=-1), "pad_id=-1 must be a token id"),
+                                           (dict(compact_every=2, early_stop=False), "needs early_stop=True")])
 def test_bad_sampling_config_is_a_clear_error(changes, match):
   with pytest.raises(ValueError, match=match):
     SamplingConfig(**changes)
@@ -206,6 +207,22 @@ def test_stop_ids_end_rows_and_lengths_count_the_stop(lm):
       np.testing.assert_array_equal(out.raw_logprobs_BxN[row, n:], 0.0)
 
 
+def test_live_row_compaction_changes_no_token(lm):
+  """Rows that stopped are left out (the rest gathered into 8, 4 or 2 rows every 2 steps): the same tokens and
+  log-probs as decoding the full batch (compact_buckets=1: each row draws from its own key either way), and
+  the log-probs are those of a teacher-forced forward."""
+  prompts = [p[:1 + i % 3] + [i] for i, p in enumerate(PROMPTS * 2)]
+  base = dict(max_new_tokens=20, temperature=1.0, stop_ids=tuple(range(0, CFG.vocab_size, 5)), compact_every=2)
+  full, compact = (_run(lm, SamplingConfig(**base, compact_buckets=n), prompts, key=4, prompt_len=6)
+                   for n in (1, 3))
+  assert compact[2].lengths_B.min() < 8 and compact[2].lengths_B.max() == 20  # rows stop at different steps
+  for name in ("tokens_BxN", "lengths_B", "logprobs_BxN", "raw_logprobs_BxN"):
+    np.testing.assert_allclose(getattr(compact[2], name), getattr(full[2], name), atol=1e-6, err_msg=name)
+  prompt_BxP, valid_BxP, out = compact
+  _, raw_BxN = _score(lm, lm.params, prompt_BxP, valid_BxP, out, SamplingConfig(**base))
+  np.testing.assert_allclose(raw_BxN, out.raw_logprobs_BxN, atol=1e-4)
+
+
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
 def test_sharded_generation_matches_one_device():
   cfg = SamplingConfig(max_new_tokens=20, temperature=0.9, top_k=50)
@@ -222,6 +239,16 @@ def test_sharded_generation_matches_one_device():
     np.testing.assert_array_equal(out.lengths_B, want.lengths_B)
     np.testing.assert_allclose(out.logprobs_BxN, want.logprobs_BxN, atol=1e-5)
     np.testing.assert_allclose(out.raw_logprobs_BxN, want.raw_logprobs_BxN, atol=1e-5)
+  # live-row compaction over 4 batch shards (buckets of 8 and 4 rows): the one-device result
+  cfg = SamplingConfig(max_new_tokens=20, temperature=0.9, stop_ids=tuple(range(0, 256, 6)), compact_every=2)
+  _, _, want = _run(lm1, cfg, prompts, prompt_len=16)
+  mesh = sharding.make_mesh(2, 2, 2)
+  lm = models.create(CFG_8, seed=0, mesh=mesh)
+  prompt_BxP, valid_BxP = sharding.shard_batch(sampling.pad_prompts(prompts, 16), mesh)
+  out = sampling.make_generate(lm, cfg, 16)(lm.params, prompt_BxP, valid_BxP, jax.random.key(0))
+  assert want.lengths_B.min() < 8
+  np.testing.assert_array_equal(out.tokens_BxN, want.tokens_BxN)
+  np.testing.assert_allclose(out.raw_logprobs_BxN, want.raw_logprobs_BxN, atol=1e-5)
 
 
 def test_greedy_equals_transformers_generate(tmp_path):

@@ -1,0 +1,81 @@
+"""Live-row compaction: a batched step run over only the rows that need it, gathered into a smaller batch.
+
+    sizes = compaction.buckets(64, 4)                              # [64, 32, 16, 8]
+    state = compaction.on_rows(step, state, active_B, sizes)       # step(state_b, rows_b) -> state_b
+
+A decode loop over B rows keeps computing rows that stopped (their reply ended, their episode is
+over) until the last one does. `on_rows` takes the rows still active (and, to fill the bucket, as
+many others as it takes) out of every array of a state pytree — KV caches included, whatever their
+layout — runs the step on that smaller batch and puts the rows back. Shapes are static, so each
+bucket size is its own compiled branch, and the smallest bucket that holds the active rows runs.
+`SamplingConfig.compact_every` turns it on in the rollout (`jarl.rollout`) and in `jarl.sampling.generate`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from jarl.models import KVCache
+
+Array = jax.Array
+
+
+def run_if(pred: Array, fn: Callable, c):
+  """`fn(c)` if pred else c, as a while loop of at most one step: XLA updates a while loop's carry in place,
+  where a `lax.cond` copies every buffer its branches pass through (the KV cache; and the params, which
+  the layer scan inside the branch reads)."""
+  return jax.lax.while_loop(lambda s: s[0], lambda s: (jnp.zeros((), bool), fn(s[1])), (pred, c))[1]
+
+
+def buckets(B: int, count: int, shards: int = 1) -> list[int]:
+  """The batch sizes to compute at: B, B/2, ... (`count` of them, while they divide B and split evenly
+  over `shards` batch shards)."""
+  sizes = [B // 2 ** j for j in range(count) if B % 2 ** j == 0]
+  return [b for b in sizes if b % shards == 0] or [B]
+
+
+def _is_cache(x) -> bool:
+  return isinstance(x, KVCache)
+
+
+def take_rows(tree: Any, rows_b: Array) -> Any:
+  """Rows `rows_b` [b] of every per-row array in `tree` (leading axis B; KV caches by their batch axis);
+  scalars pass through."""
+  def take(x):
+    return x.take_rows(rows_b) if _is_cache(x) else x[rows_b] if x.ndim else x
+  return jax.tree.map(take, tree, is_leaf=_is_cache)
+
+
+def put_rows(tree: Any, rows_b: Array, part: Any) -> Any:
+  """`tree` with rows `rows_b` (distinct) replaced by `part`'s (from `take_rows`); scalars are `part`'s."""
+  def put(x, y):
+    return x.put_rows(rows_b, y) if _is_cache(x) else x.at[rows_b].set(y) if x.ndim else y
+  return jax.tree.map(put, tree, part, is_leaf=_is_cache)
+
+
+def on_rows(fn: Callable, state: Any, active_B: Array, sizes: list[int]) -> Any:
+  """`fn(state, rows_b) -> state` over the rows in active_B, gathered (the active ones first, in order) into
+  the smallest of `sizes` that holds them, then put back; the full batch (sizes[0]) needs no gather."""
+  B = active_B.shape[0]
+  size = jnp.min(jnp.where(jnp.asarray(sizes) >= active_B.sum(), jnp.asarray(sizes), B))
+  rows_B = jnp.argsort(~active_B, stable=True)
+  for b in sizes:
+    def gathered(state, b=b):
+      if b == B:
+        return fn(state, jnp.arange(B))
+      rows_b = rows_B[:b]
+      return put_rows(state, rows_b, fn(take_rows(state, rows_b), rows_b))
+    state = run_if(size == b, gathered, state)
+  return state
+
+
+def row_keyed(choose: Callable) -> Callable:
+  """`choose(logits_BxV, key)` as `(logits_bxV, key, rows_b)`, one row at a time with the key folded with the
+  row's index: a row's draw does not depend on which rows share its batch."""
+  def choose_rows(logits_bxV: Array, key: Array, rows_b: Array):
+    return jax.vmap(lambda logits_V, row: jax.tree.map(lambda x: x[0], choose(logits_V[None], jax.random.fold_in(
+        key, row))))(logits_bxV, rows_b)
+  return choose_rows
