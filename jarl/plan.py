@@ -17,6 +17,7 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
                       fsdp x tensor with model.decode_sharding="tensor" (rows then over data)
   rollout KV cache    k and v (B x kv_heads x T x head_dim each) per layer + valid mask exact
                       + half of the cache it last grew from (between runs of turns)
+                      + half of it with live-row compaction (sampling.compact_every: a bound)
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
   rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
   update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
@@ -269,7 +270,12 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   # the cache grows between runs of turns (`rollout.cache_lengths`): XLA copies k, then v, into the bigger
   # cache, so half of the previous run's cache is still held beside the new one
   grown_from = ([0] + cache_lengths(layout))[-2]
-  kv_bytes += kv_bytes * grown_from // (2 * T)
+  full_kv = kv_bytes
+  kv_bytes += full_kv * grown_from // (2 * T)
+  # live-row compaction (`sampling.compact_every`) gathers up to half the rows' cache beside it (an upper bound:
+  # a 4-layer test model's compiled collect held a third of the cache more)
+  compact = (config.get("sampling") or {}).get("compact_every", 0) > 0
+  kv_bytes += full_kv // 2 if compact else 0
   rows = -(-B // data)
   # the rollout: its rows over data x fsdp, or over data only with "tensor" decode (the model over fsdp x tensor)
   rollout_rows, model_split = (-(-B // mesh.shape["data"]), mesh.shape["fsdp"] * tensor) if tp_decode else (rows,
@@ -311,7 +317,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
       Item("rollout KV cache", kv_bytes, "rollout",
            f"{rollout_rows} rows x {T} slots x {cfg.n_layers} layers x {cfg.n_kv_heads // model_split} kv heads x "
            f"{cfg.head_dim} x 2 (k, v), "
-           f"{cfg.dtype}" + (f"; + half of the {grown_from}-slot cache it grows from" if grown_from else "")),
+           f"{cfg.dtype}" + (f"; + half of the {grown_from}-slot cache it grows from" if grown_from else "")
+           + ("; + half of it for live-row compaction's gathered rows" if compact else "")),
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
       Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
                                                         "prompt chunk"),

@@ -127,6 +127,17 @@ def test_packed_rows_plan_the_update_over_them():
   assert plan.plan(c)["update activations"] == plan.update_activations(cfg, b, _slots(c))
 
 
+def test_live_row_compaction_adds_half_the_cache():
+  """sampling.compact_every: the rows gathered into a bucket (at most half of them) are held beside the cache."""
+  c = _config()
+  without = plan.plan(c)["rollout KV cache"]
+  c.sampling.compact_every = 4
+  layout = _layout(c)
+  grown_from = ([0] + cache_lengths(layout))[-2]
+  full = without * 2 * layout.total_len // (2 * layout.total_len + grown_from)  # the cache itself
+  assert abs(plan.plan(c)["rollout KV cache"] - (without + full // 2)) <= 2
+
+
 def test_fsdp_divides_the_params_and_rows():
   one, eight = plan.plan(_config()), plan.plan(_config(fsdp=8))
   norms = 4 * (2 * L + 1) * D  # replicated
