@@ -38,7 +38,7 @@ from jarl.algos import credit
 from jarl.models import LM, lora
 from jarl.optim import OptimConfig, make_optimizer  # noqa: F401  (also learner.OptimConfig, learner.make_optimizer)
 from jarl.packing import pack_slots
-from jarl.rollout import source_slots
+from jarl.slots import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array

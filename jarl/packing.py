@@ -13,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jarl.rollout import source_slots
+from jarl.slots import source_slots
 
 Array = jax.Array
 

@@ -38,7 +38,7 @@ from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
 from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens, segment_ends
-from jarl.slots import Carry
+from jarl.slots import Carry, gather_logprobs
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -442,19 +442,3 @@ def replay_logprobs(lm: LM, params, traj: Trajectory) -> Array:
   h_BxTxD, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid, method="hidden")
   logits_BxTxV = lm.apply(params, h_BxTxD, method="logits")  # (plain and policy_value handles alike)
   return gather_logprobs(logits_BxTxV, traj.tokens, traj.valid, traj.loss_mask)
-
-
-def source_slots(valid_BxT: Array) -> Array:
-  """For every slot, the row's last valid slot before it: whose logits predicted its token."""
-  T = valid_BxT.shape[1]
-  slot_BxT = jnp.where(valid_BxT, jnp.arange(T)[None, :], 0)
-  return jnp.pad(jax.lax.cummax(slot_BxT, axis=1)[:, :-1], ((0, 0), (1, 0)))
-
-
-def gather_logprobs(logits_BxTxV: Array, tokens_BxT: Array, valid_BxT: Array, mask_BxT: Array) -> Array:
-  """log p(token at slot s) from the logits of its source slot, where mask is on (0 elsewhere)."""
-  source_BxT = source_slots(valid_BxT)
-  rows_Bx1 = jnp.arange(tokens_BxT.shape[0])[:, None]
-  logit_BxT = logits_BxTxV[rows_Bx1, source_BxT, tokens_BxT]
-  lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)[rows_Bx1, source_BxT]
-  return jnp.where(mask_BxT, logit_BxT - lse_BxT, 0.0)

@@ -3,6 +3,7 @@
 A `Carry` holds the KV cache, the [B, T] slot buffers and each row's cursor state. All rows share one
 slot cursor (the cache's index); `write` puts [B, K] columns at it. `drop`, `hide_slots` and
 `keep_slots` undo, set aside or bring back what was written since an earlier carry, row by row.
+`source_slots` says which slot's logits predicted each slot's token (the replay and the update read them).
 """
 
 from __future__ import annotations
@@ -85,3 +86,19 @@ def keep_slots(before: Carry, after: Carry, keep_BxT: Array, kept_cursor: dict) 
   buf = jax.tree.map(lambda old, x: jnp.where(idle_BxT, old, x), before.buf, after.buf)  # old: never written
   cache = after.cache.replace(valid_BxS=after.cache.valid_BxS | in_cache(keep_BxT & buf["valid"], after.cache))
   return after.replace(cache=cache, buf=buf, **kept_cursor)
+
+
+def source_slots(valid_BxT: Array) -> Array:
+  """For every slot, the row's last valid slot before it: whose logits predicted its token."""
+  T = valid_BxT.shape[1]
+  slot_BxT = jnp.where(valid_BxT, jnp.arange(T)[None, :], 0)
+  return jnp.pad(jax.lax.cummax(slot_BxT, axis=1)[:, :-1], ((0, 0), (1, 0)))
+
+
+def gather_logprobs(logits_BxTxV: Array, tokens_BxT: Array, valid_BxT: Array, mask_BxT: Array) -> Array:
+  """log p(token at slot s) from the logits of its source slot, where mask is on (0 elsewhere)."""
+  source_BxT = source_slots(valid_BxT)
+  rows_Bx1 = jnp.arange(tokens_BxT.shape[0])[:, None]
+  logit_BxT = logits_BxTxV[rows_Bx1, source_BxT, tokens_BxT]
+  lse_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)[rows_Bx1, source_BxT]
+  return jnp.where(mask_BxT, logit_BxT - lse_BxT, 0.0)

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 from jarl.agent import POLICY_SEGMENTS, Segment
 from jarl.algos.registry import get_credit, register_credit
-from jarl.rollout import source_slots
+from jarl.slots import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array
