@@ -90,10 +90,9 @@ class Runner:
     def live(c):
       if not self.sampling.compact_every:
         return self._forced(params, c, toks, segment, turn, live_B)
-      def fn(state, rows_b):
-        c, ids, length, live = state
-        return self._forced(params, c, Tokens(ids, length), segment, turn, live), ids, length, live
-      return self.on_rows(fn, (c, toks.ids, toks.length, live_B), live_B)[0]
+      def fn(c, rows_b):  # (the chunk and the live mask are read, not written: only the carry goes back)
+        return self._forced(params, c, compaction.take_rows(toks, rows_b), segment, turn, live_B[rows_b])
+      return self.on_rows(fn, c, live_B)
     done = run_if(any_row(live_B), live, c)
     return done.replace(cache=done.cache.replace(index=c.cache.index + toks.size))
 
