@@ -32,8 +32,10 @@ On the variable workload `jarl-packed` (a system of its own, alternating with th
 iteration with the update over packed episodes (`AlgoConfig.pack_len` / `pack_rows`, `packing`): the
 episodes' valid slots laid end to end into rows of 2 x 96 slots, attention kept within each episode, as
 many rows as the expected valid slots fill plus 25% (23 rows for 64 episodes of 32 + ~21 tokens: 4,416
-slots instead of 64 x 96 = 6,144); the row reports the episodes that did not fit (their step is skipped)
-and the share of packed slots in use.
+slots instead of 64 x 96 = 6,144), and the output head only at the trained slots (`AlgoConfig.head_len`:
+each episode's completion laid end to end into 64 rows of 1.4 x the mean length, 29 slots instead of
+64); the row reports the episodes that did not fit (their step is skipped) and the share of packed and
+head slots in use.
 `jarl-compact` is jarl-packed with live-row compaction in the rollout (`SamplingConfig.compact_every=4`):
 every 4 decode steps the rows still sampling are gathered into the smallest of 64 / 32 / 16 / 8 rows that
 holds them, so stopped completions stop costing decode compute.
@@ -191,9 +193,12 @@ class CompletionEnv(TextEnv):
 
 def packing(w: Workload) -> dict:
   """The packed update's rows (`AlgoConfig.pack_len` / `pack_rows`): two episodes' slots long, as many as the
-  batch's expected valid slots (prompt + mean_len a row) fill, plus 25% for next-fit's gaps and the spread."""
+  batch's expected valid slots (prompt + mean_len a row) fill, plus 25% for next-fit's gaps and the spread;
+  and the output head's (`head_len`): the expected trained slots a row plus 40% (about 3 standard deviations
+  of a 64-row batch's total under the geometric lengths)."""
   length = 2 * (w.prompt_len + w.completion_tokens)
-  return dict(pack_len=length, pack_rows=int(np.ceil(1.25 * w.batch * (w.prompt_len + w.mean_len) / length)))
+  return dict(pack_len=length, pack_rows=int(np.ceil(1.25 * w.batch * (w.prompt_len + w.mean_len) / length)),
+              head_len=int(np.ceil(1.4 * w.mean_len)))
 
 
 # jarl's systems: (update over packed episodes, live-row compaction in decode every this many steps)
@@ -221,7 +226,7 @@ class Jarl:
     self.state = learner.init_state(lm.replace(params=params), OPTIM, seed=0)
     self.generated = []  # completion tokens of each iteration
     self.row_fractions = []  # the share of budget x batch rows the decode computed, per iteration
-    self.packing = []  # the packed update's (episodes that did not fit, share of packed slots in use) per iteration
+    self.packing = []  # the packed update's (episodes that did not fit, share of packed / head slots in use) per step
 
   def step(self) -> float:
     """One iteration (blocking), checked after the clock stops; returns its seconds."""
@@ -232,7 +237,7 @@ class Jarl:
     ep = traj.episode
     self.row_fractions.append(float(ep["decode_rows"][0] / max(int(ep["decode_budget"][0]) * self.w.batch, 1)))
     if "policy/pack_overflow" in metrics:
-      self.packing.append((int(metrics["policy/pack_overflow"]), float(metrics["policy/pack_fill"])))
+      self.packing.append(tuple(float(metrics[f"policy/{k}"]) for k in ("pack_overflow", "pack_fill", "head_fill")))
     return seconds
 
   def check(self, traj) -> int:
@@ -446,10 +451,12 @@ def measure(preset: str, lm: models.LM, w: Workload, systems: list[str], repeats
     extra, note = {}, "one jit: make_iteration(make_collect, make_update)"
     extra["decode_row_fraction"] = statistics.mean(jarl.row_fractions[1:1 + len(times)])
     if jarl.packing:
-      overflow, fill = sum(o for o, _ in jarl.packing[1:]), statistics.mean(f for _, f in jarl.packing[1:])
-      extra.update(packing(w), pack_overflow=overflow, pack_fill=fill)
+      overflow = int(sum(o for o, _, _ in jarl.packing[1:]))
+      fill, head_fill = (statistics.mean(f[i] for f in jarl.packing[1:]) for i in (1, 2))
+      extra.update(packing(w), pack_overflow=overflow, pack_fill=fill, head_fill=head_fill)
       note += (f"; update packed: {extra['pack_rows']} rows of {extra['pack_len']} slots ({fill:.0%} in use, "
-               f"{overflow} episodes did not fit)")
+               f"{overflow} episodes did not fit), output head over {extra['head_len']} slots a row "
+               f"({head_fill:.0%} in use)")
     if breakdown:
       rollout_s, update_s = jarl.breakdown(repeats)
       extra.update(rollout_s=rollout_s, update_s=update_s)

@@ -12,7 +12,8 @@ Micro-batch losses are weighted by their share of the minibatch's tokens (or row
 sequence-level aggregation), so accumulation gives the full-minibatch gradient exactly.
 With `pack_len` (and `pack_rows`) each micro-batch's forwards run over its episodes' valid slots
 laid end to end in fewer, denser rows (`jarl.packing`, attention kept within each episode): the
-same outputs for less compute; the loss still reads them per episode.
+same outputs for less compute; the loss still reads them per episode. With `head_len` the output
+head runs only at the slots the loss trains on, laid end to end (`packing.pack_trained`).
 The optimizer (`jarl.optim`, re-exported here) skips (and counts) steps whose gradients or
 updates are not finite: params never receive NaNs or infs. With LoRA adapters
 (`jarl.models.lora`) only the trainable half of the params is differentiated and has optimizer
@@ -37,7 +38,7 @@ from jarl.agent import Segment
 from jarl.algos import credit
 from jarl.models import LM, lora
 from jarl.optim import OptimConfig, make_optimizer  # noqa: F401  (also learner.OptimConfig, learner.make_optimizer)
-from jarl.packing import pack_slots
+from jarl.packing import pack_slots, pack_trained
 from jarl.slots import source_slots
 from jarl.types import Trajectory
 
@@ -83,6 +84,13 @@ class AlgoConfig:
   # skipped like a non-finite one); `jarl train` stops and says which knob to raise.
   pack_len: int = 0
   pack_rows: int = 0
+  # The update's output head only at the slots the loss trains on: each micro-batch's trained slots laid end
+  # to end into as many rows of this many slots as it has episodes (0: every policy slot of every episode,
+  # trained or not: stopped completions' idle slots cost the head as much as real tokens). The same loss and
+  # gradients. Size it from the trained tokens per episode (their mean, plus ~25% for the spread); a
+  # micro-batch whose trained slots do not fit is not trained on (policy/pack_overflow counts its episodes
+  # that did not fit; `jarl train` stops and names this knob).
+  head_len: int = 0
 
   def __post_init__(self):
     algos.get_advantage(self.advantage)
@@ -93,6 +101,8 @@ class AlgoConfig:
         raise ValueError(f"AlgoConfig.{name} must be >= 1, got {getattr(self, name)}")
     if self.logits_chunk < 0:
       raise ValueError(f"AlgoConfig.logits_chunk must be >= 0 (0: no chunks), got {self.logits_chunk}")
+    if self.head_len < 0:
+      raise ValueError(f"AlgoConfig.head_len must be >= 0 (0: the head at every policy slot), got {self.head_len}")
     if self.pack_len < 0 or self.pack_rows < 0:
       raise ValueError(f"AlgoConfig.pack_len and pack_rows must be >= 0 (0: no packing / one row per episode), "
                        f"got {self.pack_len}, {self.pack_rows}")
@@ -177,7 +187,7 @@ def in_chunks(fn: Callable, xs: Any, size: int, axis: int, remat: bool = False) 
 
 
 def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, logits_chunk: int = 0,
-                    packed: dict | None = None) -> tuple[Array, Array, Array | None]:
+                    packed: dict | None = None, head_index: Array | None = None) -> tuple[Array, Array, Array | None]:
   """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
 
   The token in slot s was sampled from the logits of the row's last valid slot before s
@@ -187,26 +197,41 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, lo
   loss moves the head only. `logits_chunk`: the head `logits_chunk` slots at a time, each chunk
   recomputed in the backward pass (`AlgoConfig.logits_chunk`). `packed` (`pack_slots` of this
   batch): the forward runs over the packed rows instead, and each slot reads its source's hidden
-  state there; the same outputs.
+  state there; the same outputs. `head_index` (`pack_trained` of the batch's loss mask at the
+  policy slots): the head only at those slots, log-prob and entropy 0 at the others.
   """
   tokens_BxP = batch["tokens"] if slots is None else batch["tokens"][:, slots]
+  B, P = tokens_BxP.shape
   if packed is None:
-    src_BxP = source_slots(batch["valid"]) if slots is None else source_slots(batch["valid"])[:, slots]
-    h_BxTxD, _ = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"], method="hidden")
-    h_BxPxD = jnp.take_along_axis(h_BxTxD, src_BxP[..., None], axis=1)
+    h_RxLxD, _ = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"], method="hidden")
+    row_BxP = None  # each slot's own row
+    col_BxP = source_slots(batch["valid"]) if slots is None else source_slots(batch["valid"])[:, slots]
   else:
     h_RxLxD, _ = lm.apply(params, packed["tokens"], packed["positions"], None, packed["valid"], method="hidden",
                           segment_BxT=packed["segment"])
     row_BxP, col_BxP = ((packed["source_row"], packed["source_col"]) if slots is None
                         else (packed["source_row"][:, slots], packed["source_col"][:, slots]))
-    h_BxPxD = h_RxLxD[row_BxP, col_BxP]
 
   def head(h_and_tokens):  # the output head only where tokens were sampled
     h_BxCxD, tokens_BxC = h_and_tokens
     return algos.token_logprob_entropy(lm.apply(params, h_BxCxD, method="logits"), tokens_BxC)
-  logp_BxP, entropy_BxP = in_chunks(head, (h_BxPxD, tokens_BxP), logits_chunk, axis=1, remat=True)
-  h_value = jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD
-  values_BxP = lm.apply(params, h_value, method="value") if lm.kind == "policy_value" else None
+
+  def hidden(row, col_BxC):  # the hidden states that predict the tokens at these slots
+    return (jnp.take_along_axis(h_RxLxD, col_BxC[..., None], axis=1) if row is None else h_RxLxD[row, col_BxC])
+  if head_index is None:
+    logp_BxP, entropy_BxP = in_chunks(head, (hidden(row_BxP, col_BxP), tokens_BxP), logits_chunk, axis=1,
+                                      remat=True)
+  else:  # the trained slots' hidden states, packed; the outputs put back at their slots
+    at_BxL = jnp.minimum(head_index, B * P - 1)
+    flat = lambda x_BxP: x_BxP.reshape(-1)[at_BxL]  # noqa: E731
+    h_BxLxD = hidden(at_BxL // P if row_BxP is None else flat(row_BxP), flat(col_BxP))
+    outputs = in_chunks(head, (h_BxLxD, flat(tokens_BxP)), logits_chunk, axis=1, remat=True)
+    logp_BxP, entropy_BxP = (jnp.zeros(B * P, x.dtype).at[head_index.reshape(-1)].set(x.reshape(-1), mode="drop")
+                             .reshape(B, P) for x in outputs)
+  values_BxP = None
+  if lm.kind == "policy_value":
+    h_BxPxD = hidden(row_BxP, col_BxP)
+    values_BxP = lm.apply(params, jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD, method="value")
   return logp_BxP, entropy_BxP, values_BxP
 
 
@@ -235,18 +260,24 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   kl_fn = algos.get_kl(algo.kl_estimator)
   token_level_agg = dict(algo.policy_loss_kwargs).get("agg", "token_mean") == "token_mean"
 
-  def pack(mb):
-    """A micro-batch's packing (`AlgoConfig.pack_len`; None without) and which of its episodes did not fit."""
-    if not algo.pack_len:
-      return None, jnp.zeros(mb["tokens"].shape[:1], bool)
-    return pack_slots(mb, algo.pack_len, algo.pack_rows // (algo.minibatches * algo.microbatches)
-                      or mb["tokens"].shape[0])
+  def pack(mb, head: bool = True):
+    """A micro-batch's packings: its slots for the forward (`AlgoConfig.pack_len`) and its trained slots for the
+    output head (`head_len`, when `head`: its loss mask at the policy slots), None for either that is off, and
+    which of its episodes did not fit."""
+    packed, head_index, overflow_B = None, None, jnp.zeros(mb["tokens"].shape[:1], bool)
+    if algo.pack_len:
+      packed, overflow_B = pack_slots(mb, algo.pack_len, algo.pack_rows // (algo.minibatches * algo.microbatches)
+                                      or mb["tokens"].shape[0])
+    if algo.head_len and head:
+      head_index, head_overflow_B = pack_trained(mb["loss_mask"], algo.head_len)
+      overflow_B = overflow_B | head_overflow_B
+    return packed, head_index, overflow_B
 
   def loss_fn(params, mb, weight):
-    packed, overflow_B = pack(mb)
+    packed, head_index, overflow_B = pack(mb)
     overflow = overflow_B.sum()
     logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
-                                                         algo.logits_chunk, packed)
+                                                         algo.logits_chunk, packed, head_index)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
@@ -259,7 +290,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       metrics["value_loss"], _ = algos.value_loss(values_BxP, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
       loss = loss + algo.value_coef * metrics["value_loss"]
     metrics = jax.tree.map(lambda m: m * weight, metrics)
-    if algo.pack_len:  # episodes that did not fit: NaN gradients, so the optimizer skips the step
+    if algo.pack_len or algo.head_len:  # episodes that did not fit: NaN gradients, so the optimizer skips the step
       loss, metrics["pack_overflow"] = loss * jnp.where(overflow > 0, jnp.nan, 1.0), overflow
     return loss * weight, metrics
 
@@ -300,17 +331,19 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     micro_rows = B // (algo.minibatches * algo.microbatches)
     forward_overflow = []  # episodes the forwards below could not pack
 
-    def forward(params, batch, slots):  # no gradient: one micro-batch of rows at a time, like the update
+    def forward(params, batch, slots, head=True):  # no gradient: one micro-batch of rows at a time, like the update
       def one(mb):
-        packed, overflow_B = pack(mb)
-        return _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed), overflow_B
+        packed, head_index, overflow_B = pack(mb, head)
+        outputs = _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed,
+                                  head_index=head_index)
+        return outputs, overflow_B
       outputs, overflow_B = in_chunks(one, batch, micro_rows, axis=0)
       forward_overflow.append(overflow_B.sum())
       return outputs
 
     values_BxT = None
     if algo.needs_critic:  # the estimator reads values at every slot
-      values_BxT = jax.lax.stop_gradient(forward(state.params, batch, None)[2])
+      values_BxT = jax.lax.stop_gradient(forward(state.params, batch, None, head=False)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
     batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size, values_BxT)
     if algo.needs_critic:
@@ -348,8 +381,11 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     (params, opt_state), step_metrics = jax.lax.scan(epoch, (state.params, state.opt_state),
                                                      jax.random.split(key, algo.epochs))
     metrics.update(jax.tree.map(jnp.mean, step_metrics))
-    if algo.pack_len:  # episodes that did not fit: summed over the optimizer steps and the forwards before them
+    if algo.pack_len or algo.head_len:  # episodes that did not fit: over the optimizer steps and the forwards before
       metrics["pack_overflow"] = step_metrics["pack_overflow"].sum() + sum(forward_overflow)
+    if algo.head_len:  # the head's packed slots in use
+      metrics["head_fill"] = metrics["trained_tokens"] / (B * algo.head_len)
+    if algo.pack_len:
       metrics["pack_fill"] = traj.valid.sum() / ((algo.pack_rows or B) * algo.pack_len)  # packed slots in use
     metrics["skipped_updates"] = opt_state.total_notfinite
     metrics = {f"policy/{k}": v for k, v in metrics.items()}

@@ -5,7 +5,11 @@
                        method="hidden", segment_BxT=packed["segment"])
     h_BxTxD = h_RxLxD[packed["source_row"], packed["source_col"]]   # each slot's predicting hidden state
 
-`AlgoConfig.pack_len` / `pack_rows` choose it for the update (`learner._policy_outputs`).
+    index_BxL, overflow_B = pack_trained(loss_mask_BxP, length=24)   # the output head's slots
+    logits_BxLxV = head(h_BxPxD.reshape(B * P, D)[jnp.minimum(index_BxL, B * P - 1)])   # padding: B * P
+
+`AlgoConfig.pack_len` / `pack_rows` choose the first for the update, `AlgoConfig.head_len` the second
+(`learner._policy_outputs`).
 """
 
 from __future__ import annotations
@@ -51,3 +55,16 @@ def pack_slots(batch: dict, length: int, rows: int) -> tuple[dict, Array]:
                 source_row=jnp.broadcast_to(jnp.clip(row_B, 0, rows - 1)[:, None], (B, T)),
                 source_col=jnp.clip(source_col_BxT, 0, length - 1))
   return packed, (count_B > length) | (row_B >= rows)
+
+
+def pack_trained(mask_BxP: Array, length: int) -> tuple[Array, Array]:
+  """(the flat indices b * P + p of the trained slots (`mask_BxP`) laid end to end into B rows of `length`
+  [B, length], which rows did not fit [B]).
+
+  Slots go in row-major order; the unused tail is B * P (one past the last slot: clip it to read, drop it
+  to write back). A row that has a trained slot beyond the B x length that fit did not fit.
+  """
+  B, P = mask_BxP.shape
+  (index_N,) = jnp.nonzero(mask_BxP.reshape(-1), size=B * length, fill_value=B * P)
+  count_B = mask_BxP.sum(1, dtype=jnp.int32)
+  return index_N.reshape(B, length), (jnp.cumsum(count_B) > B * length) & (count_B > 0)

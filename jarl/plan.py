@@ -31,7 +31,8 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
                         (matmul outputs; per-layer slopes measured exactly under scan_layers, where
                         XLA:CPU honours remat; unrolled, XLA:CPU keeps everything anyway)
                         + b·T·c·D + b·T'·4·4·V  (embeddings; float32 logits and their gradients,
-                                             T' = algo.logits_chunk when set, else T)
+                                             T' = algo.logits_chunk when set, else T, or
+                                             algo.head_len when it is smaller)
                         + 4·V·D with algo.logits_chunk (the head's gradient, summed over the chunks)
   reference logits    [b, T, V] float32 of the reference / value forward (one micro-batch at a time;
                       algo.logits_chunk slots at a time when set)
@@ -240,7 +241,7 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   section = dict(config.get("plan") or {})
   cfg = model_config(config.model)
   algo = learner.AlgoConfig(**{k: config.algo[k] for k in ("advantage", "kl_coef", "minibatches", "microbatches",
-                                                          "logits_chunk", "pack_len", "pack_rows")
+                                                          "logits_chunk", "pack_len", "pack_rows", "head_len")
                                if k in config.algo})
   handle = abstract_lm(config.model, cfg, algo.needs_critic)
   kind, shapes, adapters = handle.kind, handle.params, handle.lora or models.LoRAConfig()
@@ -297,8 +298,10 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   # algo.pack_len / pack_rows: the update's forwards over rows of that many slots (pack_rows of them)
   update_rows = -(-algo.pack_rows // (algo.minibatches * algo.microbatches * data)) if algo.pack_rows else micro
   update_T = algo.pack_len if algo.pack_rows else min(algo.pack_len or T, T)
-  activations = update_activations(cfg, update_rows, update_T, tensor, algo.logits_chunk, adapters.rank)
-  head_slots = min(algo.logits_chunk or T, T)  # the output head's slots at a time
+  activations = update_activations(cfg, update_rows, update_T, tensor, algo.logits_chunk, adapters.rank,
+                                   algo.head_len)
+  # the reference / value forward's output head, slots at a time (the critic's over every slot)
+  head_slots = min(algo.logits_chunk or T, T if algo.needs_critic else algo.head_len or T, T)
   ref_logits = micro * head_slots * V // tensor * 4 if algo.kl_coef > 0 or algo.needs_critic else 0
 
   n_params, n_trained = _count(shapes), _count(trainable)
@@ -336,10 +339,11 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
 
 
 def update_activations(cfg: models.ModelConfig, micro: int, T: int, tensor: int = 1, logits_chunk: int = 0,
-                       lora_rank: int = 0) -> int:
+                       lora_rank: int = 0, head_len: int = 0) -> int:
   """What the update's backward pass keeps for a micro-batch of `micro` rows x T slots, per device (bytes; the
   formula in the module docstring). Every implementation but "xla" is blockwise in the update: it keeps a
-  float32 log-sum-exp per query, plus one block of scores ("cudnn": the dense [T, T] mask instead)."""
+  float32 log-sum-exp per query, plus one block of scores ("cudnn": the dense [T, T] mask instead).
+  `head_len` (`AlgoConfig.head_len`): the output head over that many slots a row when fewer than T."""
   c = jnp.dtype(cfg.compute_dtype).itemsize
   H, K, F, V = cfg.n_heads // tensor, cfg.n_kv_heads // tensor, cfg.mlp_dim // tensor, cfg.vocab_size
   D, Dh, L = cfg.d_model, cfg.head_dim, cfg.n_layers
@@ -354,8 +358,9 @@ def update_activations(cfg: models.ModelConfig, micro: int, T: int, tensor: int 
   # what the backward pass keeps of each layer; with remat, one layer's recomputed activations on top
   kept = {"none": per_layer, "block": micro * T * c * D,
           "dots": micro * T * c * ((H + 2 * K) * Dh + 2 * D + 2 * F)}[cfg.remat]
-  head_slots = min(logits_chunk or T, T)  # the output head's slots at a time
-  head_grad = V // tensor * D * 4 if head_slots < T else 0  # the chunks' loop accumulates the head's gradient
+  head_T = min(head_len or T, T)  # the output head's slots a row
+  head_slots = min(logits_chunk or head_T, head_T)  # ... at a time
+  head_grad = V // tensor * D * 4 if head_slots < head_T else 0  # the chunks' loop accumulates the head's gradient
   return (L * kept + (per_layer if cfg.remat != "none" else 0) + block_scores
           + micro * T * c * D + micro * head_slots * 4 * 4 * V // tensor + head_grad)
 

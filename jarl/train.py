@@ -284,6 +284,21 @@ def train(config: ml_collections.ConfigDict, resume: bool = False, overwrite: bo
     signal.signal(signal.SIGTERM, previous)
 
 
+def _packing_advice(config: ml_collections.ConfigDict, run: Run) -> str:
+  """Which knobs to raise when the update's packed rows (`algo.pack_len` / `pack_rows`, `head_len`) overflow."""
+  algo = config.algo
+  advice = []
+  if algo.get("pack_len"):
+    rows = f"{algo.pack_rows} rows" if algo.get("pack_rows") else "one row per episode"
+    advice.append(f"raise algo.pack_len (now {algo.pack_len} slots, {rows}; an episode has up to "
+                  f"{make_layout(run.agent, run.env).total_len} slots) or algo.pack_rows, or set pack_len to 0")
+  if algo.get("head_len"):
+    advice.append(f"raise algo.head_len (now {algo.head_len} trained slots per episode on average, for the output "
+                  f"head; an episode trains on up to {len(make_layout(run.agent, run.env).policy_slots)}) or set it "
+                  f"to 0")
+  return "; or ".join(advice)
+
+
 def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dict, t0: float) -> dict:
   run = build(config)
   writer = MetricsWriter(workdir, tensorboard=config.train.tensorboard, wandb_project=config.train.wandb_project,
@@ -345,12 +360,8 @@ def _train(config, workdir: pathlib.Path, resume: bool, stop: dict, summary: dic
           f"step {ckpt.latest_step()}).")
     if int(metrics.get("policy/pack_overflow", 0)):
       writer.write(step, metrics)
-      rows = f"{config.algo.pack_rows} rows" if config.algo.get("pack_rows") else "one row per episode"
-      raise ConfigError(
-          f"step {step}: {int(metrics['policy/pack_overflow'])} episodes did not fit in the update's packed rows "
-          f"(algo.pack_len={config.algo.pack_len} slots, {rows}; this step's update was skipped): raise "
-          f"algo.pack_len (an episode has up to {make_layout(run.agent, run.env).total_len} slots) or "
-          f"algo.pack_rows, or set pack_len to 0, and --resume")
+      raise ConfigError(f"step {step}: {int(metrics['policy/pack_overflow'])} episodes did not fit in the update's "
+                        f"packed rows (this step's update was skipped): {_packing_advice(config, run)}, and --resume")
     if step % config.eval.every == 0 or step == config.train.steps:
       result = evaluate(run, state.params, config.eval.tasks, eval_seed)
       metrics.update({f"eval/{k}": v for k, v in result.items()})

@@ -45,6 +45,8 @@ def test_grpo_step_variable_workload_stops_completions_early(tmp_path, monkeypat
   # and the rollout's decode over the rows still sampling
   assert packed["system"] == "jarl-compact" and (packed["pack_len"], packed["pack_rows"]) == (112, 7), packed
   assert packed["pack_overflow"] == 0 and 0.5 < packed["pack_fill"] <= 1 and "7 rows of 112 slots" in packed["note"]
+  # and the output head only at the trained slots: 16 rows of 1.4 x mean_len
+  assert packed["head_len"] == 6 and 0.4 < packed["head_fill"] <= 1 and "head over 6 slots a row" in packed["note"]
   assert row["workload"] == "variable" and 2.0 < row["mean_len"] < 6.5, row  # geometric, mean 4, cut at 24
   assert 0 < packed["decode_row_fraction"] < 0.8 * row["decode_row_fraction"] <= 0.8
   assert row["completion_tokens_per_s"] == pytest.approx(2 * 16 * row["mean_len"] / sum(row["seconds"]))

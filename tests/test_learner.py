@@ -161,7 +161,8 @@ def test_bad_algo_names_list_the_valid_ones():
     learner.OptimConfig(schedule="exp")
 
 
-@pytest.mark.parametrize("packing", [{}, dict(pack_len=90, pack_rows=6)])  # packed: 3 rows a micro-batch, 4 shards
+@pytest.mark.parametrize("packing", [{}, dict(pack_len=90, pack_rows=6),  # packed: 3 rows a micro-batch, 4 shards
+                                     dict(pack_len=90, pack_rows=6, head_len=4)])  # and the head's slots packed
 def test_iteration_is_one_jit_and_sharded_matches_one_device(setup, packing):
   lm, _ = setup
   algo = learner.AlgoConfig(minibatches=2, **packing)
@@ -326,3 +327,87 @@ def test_pack_slots_lays_episodes_end_to_end():
   assert (int(packed["source_row"][3, last]), int(packed["source_col"][3, last])) == (1, 6)
   np.testing.assert_array_equal(packing.pack_slots(batch, 8, 1)[1], [False, False, True, True])
   np.testing.assert_array_equal(packing.pack_slots(batch, 5, 4)[1], [False, False, False, True])
+
+
+def test_pack_trained_lays_trained_slots_end_to_end():
+  """The trained slots' flat indices, in order, B rows of `length`, padded with B * P; rows past the end flagged."""
+  mask = jnp.asarray([[1, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]], bool)
+  index, overflow = packing.pack_trained(mask, 2)
+  np.testing.assert_array_equal(index, [[0, 2], [8, 9], [10, 11]])
+  assert not np.asarray(overflow).any()
+  index, overflow = packing.pack_trained(mask, 3)
+  np.testing.assert_array_equal(index, [[0, 2, 8], [9, 10, 11], [12, 12, 12]])
+  index, overflow = packing.pack_trained(mask, 1)
+  np.testing.assert_array_equal(index, [[0], [2], [8]])
+  np.testing.assert_array_equal(overflow, [False, False, True])
+
+
+def _ragged(traj):
+  """traj training on a random ~60% of its sampled tokens (its episodes all train on 4): ragged trained slots."""
+  keep = jax.random.uniform(jax.random.key(7), traj.loss_mask.shape) < 0.6
+  return traj.replace(loss_mask=traj.loss_mask & keep)
+
+
+def _head_lens(mask_BxP):
+  """head_len cases: the mean trained slots per episode (rounded up) and the most."""
+  trained_B = np.asarray(mask_BxP).sum(1)
+  assert trained_B.mean() < trained_B.max() <= mask_BxP.shape[1]  # fewer slots than the head at every one
+  return [int(np.ceil(trained_B.mean())), int(trained_B.max())]
+
+
+@pytest.mark.parametrize("critic", [False, True])
+def test_head_at_trained_slots_equals_the_head_at_every_slot(setup, critic):
+  """pack_trained: the output head over the trained slots only, laid end to end, gives each trained slot the
+  log-prob and entropy of the head at every policy slot (0 at the others), and a loss over them the same
+  gradients; with the forward's packing too."""
+  lm, traj = setup
+  lm, traj = models.with_value_head(lm) if critic else lm, _ragged(traj)
+  slots = make_layout(AGENT, ENV).policy_slots
+  batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid)
+  mask_BxP = traj.loss_mask[:, slots]
+  adv_BxP = jax.random.normal(jax.random.key(4), mask_BxP.shape) * mask_BxP
+
+  def loss(params, packed, head_index):
+    logp_BxP, entropy_BxP, values_BxP = learner._policy_outputs(lm, params, batch, slots, packed=packed,
+                                                                head_index=head_index)
+    values = 0.0 if values_BxP is None else jnp.sum(values_BxP * mask_BxP)
+    return jnp.sum(logp_BxP * adv_BxP) + jnp.sum(entropy_BxP * mask_BxP) + values, (logp_BxP, entropy_BxP)
+  grad = jax.jit(jax.value_and_grad(loss, has_aux=True))
+  (want, (want_logp, want_entropy)), want_g = grad(lm.params, None, None)
+  longest = int(np.asarray(traj.valid).sum(1).max())
+  for length in _head_lens(mask_BxP):
+    head_index, overflow = packing.pack_trained(mask_BxP, length)
+    assert not np.asarray(overflow).any() and head_index.shape == (mask_BxP.shape[0], length)
+    for packed in (None, packing.pack_slots(batch, longest, traj.tokens.shape[0])[0]):
+      (got, (logp, entropy)), got_g = grad(lm.params, packed, head_index)
+      np.testing.assert_allclose(logp, np.where(mask_BxP, want_logp, 0.0), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(entropy, np.where(mask_BxP, want_entropy, 0.0), rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(got, want, rtol=1e-5)
+      chex.assert_trees_all_close(got_g, want_g, atol=1e-5)
+
+
+def test_update_with_the_head_at_trained_slots_equals_the_update(setup):
+  """algo.head_len (with a KL reference, micro-batches, and with the forward's packing): the step of the head at
+  every slot; head_fill is the share of the head's slots in use."""
+  lm, traj = setup[0], _ragged(setup[1])
+  _, m_full = _update(lm, traj, kl_coef=0.1, microbatches=2)
+  trained = int(np.asarray(traj.loss_mask).sum())
+  longest = int(np.asarray(traj.valid).sum(1).max())
+  for algo in (dict(head_len=_head_lens(traj.loss_mask)[0]), dict(head_len=_head_lens(traj.loss_mask)[1],
+                                                                  pack_len=longest)):
+    _, m = _update(lm, traj, kl_coef=0.1, microbatches=2, **algo)
+    for key in ("policy/kl", "policy/entropy", "policy/grad_norm"):
+      np.testing.assert_allclose(m[key], m_full[key], rtol=1e-5, atol=1e-7)
+    assert int(m["policy/pack_overflow"]) == 0 and int(m["policy/skipped_updates"]) == 0
+    np.testing.assert_allclose(m["policy/head_fill"], trained / (traj.tokens.shape[0] * algo["head_len"]))
+
+
+def test_update_whose_trained_slots_do_not_fit_the_head_is_skipped(setup):
+  lm, traj = setup
+  state = learner.init_state(lm, OPTIM, reference=True)
+  update = jax.jit(learner.make_update(lm, learner.AlgoConfig(kl_coef=0.1, head_len=1), OPTIM, group_size=4))
+  after, metrics = update(state, traj)
+  assert int(metrics["policy/pack_overflow"]) > 0 and int(metrics["policy/skipped_updates"]) == 1
+  chex.assert_trees_all_equal(after.params, state.params)
+  with pytest.raises(ValueError, match="head_len must be >= 0"):
+    learner.AlgoConfig(head_len=-1)

@@ -114,6 +114,17 @@ def test_logits_chunk_shrinks_the_head_and_reference_logits():
   assert full["update activations"] - chunked["update activations"] == b * (T - 16) * 16 * V - head_grad
 
 
+def test_head_len_shrinks_the_head_and_reference_logits():
+  """algo.head_len: the update's output head (and the reference forward's) over that many slots a row."""
+  c = _config()
+  c.algo.kl_coef, c.algo.head_len = 0.1, 16
+  packed, full = plan.plan(c), plan.plan(_config())
+  T = _slots(c)
+  b = c.rollout.n_tasks * c.rollout.group_size // (c.algo.minibatches * c.algo.microbatches)
+  assert packed["reference logits"] == b * 16 * V * 4
+  assert full["update activations"] - packed["update activations"] == b * (T - 16) * 16 * V
+
+
 def test_packed_rows_plan_the_update_over_them():
   """algo.pack_len / pack_rows: the update's forwards run over pack_rows rows of pack_len slots (split into the
   micro-batches), longer than an episode when several share a row."""

@@ -314,6 +314,15 @@ def test_diverged_params_stop_the_run_with_a_clear_error(tmp_path):
   assert "FloatingPointError" in saved["error"] and "eval_before_rl" in saved
 
 
+def test_packed_rows_that_overflow_stop_the_run_naming_the_knobs(tmp_path):
+  config = small_config(tmp_path, steps=2)
+  config.algo.pack_len, config.algo.head_len = 1, 1  # no episode fits either
+  with pytest.raises(train.ConfigError, match=r"step 1: \d+ episodes did not fit .*raise algo.pack_len \(now 1 "
+                                              r"slots, one row per episode; .*set pack_len to 0; or raise "
+                                              r"algo.head_len \(now 1 .*--resume"):
+    train.train(config)
+
+
 def test_a_failed_save_is_one_clear_error(tmp_path, monkeypatch):
   save = train.Checkpointer.save
 
