@@ -135,7 +135,7 @@ def update_temp(cfg: models.ModelConfig, rows: int, tokens: int, logits_chunk: i
   batch = dict(tokens=slot(jnp.int32), positions=slot(jnp.int32), valid=slot(jnp.bool_))
 
   def loss(params, batch, advantages_BxT):
-    logp_BxT, entropy_BxT, _ = learner._policy_outputs(lm, params, batch, None, logits_chunk=logits_chunk)
+    logp_BxT, entropy_BxT, _ = learner.policy_outputs(lm, params, batch, None, logits_chunk=logits_chunk)
     return -jnp.sum(logp_BxT * advantages_BxT) - 0.01 * jnp.sum(entropy_BxT)
   return _compiled_temp(jax.grad(loss), shapes, batch, slot(jnp.float32))
 

@@ -1,4 +1,4 @@
-"""TrainState and the jitted RL and SFT updates (the optax optimizer from config: `jarl.optim`).
+"""TrainState and the jitted RL update (the optax optimizer from config: `jarl.optim`; the SFT step: `jarl.sft`).
 
     state = init_state(lm, OptimConfig(lr=1e-4), reference=True)
     update = make_update(lm, algo, optim, group_size=8)      # (state, traj) -> (state, metrics)
@@ -186,8 +186,8 @@ def in_chunks(fn: Callable, xs: Any, size: int, axis: int, remat: bool = False) 
   return jax.tree.map(join, out)
 
 
-def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, logits_chunk: int = 0,
-                    packed: dict | None = None, head_index: Array | None = None) -> tuple[Array, Array, Array | None]:
+def policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, logits_chunk: int = 0,
+                   packed: dict | None = None, head_index: Array | None = None) -> tuple[Array, Array, Array | None]:
   """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
 
   The token in slot s was sampled from the logits of the row's last valid slot before s
@@ -235,7 +235,7 @@ def _policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, lo
   return logp_BxP, entropy_BxP, values_BxP
 
 
-def _masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
+def masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
   return (x_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1)
 
 
@@ -276,15 +276,15 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   def loss_fn(params, mb, weight):
     packed, head_index, overflow_B = pack(mb)
     overflow = overflow_B.sum()
-    logp_BxP, entropy_BxP, values_BxP = _policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
-                                                         algo.logits_chunk, packed, head_index)
+    logp_BxP, entropy_BxP, values_BxP = policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
+                                                        algo.logits_chunk, packed, head_index)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
-    metrics["entropy"] = _masked_mean(entropy_BxP, mask)
+    metrics["entropy"] = masked_mean(entropy_BxP, mask)
     loss = loss - algo.entropy_coef * metrics["entropy"]
     if mb.get("ref_logprob") is not None:
-      metrics["kl"] = _masked_mean(kl_fn(logp_BxP, mb["ref_logprob"]), mask)
+      metrics["kl"] = masked_mean(kl_fn(logp_BxP, mb["ref_logprob"]), mask)
       loss = loss + algo.kl_coef * metrics["kl"]
     if values_BxP is not None and algo.needs_critic:
       metrics["value_loss"], _ = algos.value_loss(values_BxP, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
@@ -334,8 +334,8 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     def forward(params, batch, slots, head=True):  # no gradient: one micro-batch of rows at a time, like the update
       def one(mb):
         packed, head_index, overflow_B = pack(mb, head)
-        outputs = _policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed,
-                                  head_index=head_index)
+        outputs = policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed,
+                                 head_index=head_index)
         return outputs, overflow_B
       outputs, overflow_B = in_chunks(one, batch, micro_rows, axis=0)
       forward_overflow.append(overflow_B.sum())
@@ -440,25 +440,3 @@ def make_iteration(collect: Callable, update: Callable, shardings: TrainState | 
     layout["in_shardings"] = (shardings,)
   return jax.jit(lambda state: learn(state, collect(state.params, rollout_key(state))),
                  donate_argnums=donate_argnums, **layout)
-
-
-def make_sft_step(lm: LM, optim: OptimConfig, mesh: Mesh | None = None) -> Callable:
-  """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: mean NLL on loss_mask tokens."""
-  tx = make_optimizer(optim)
-  layout = {}
-  if mesh is not None:
-    shardings = state_shardings(lm, optim, mesh)
-    layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
-
-  def loss_fn(params, batch):
-    logp_BxT = _policy_outputs(lm, params, batch, None)[0]  # unused outputs are compiled away
-    return -_masked_mean(logp_BxT, batch["loss_mask"])
-
-  def step(params, opt_state, batch):
-    trainable, frozen = lora.split(lm, params)
-    loss, grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), batch))(trainable)
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    params = lora.join(optax.apply_updates(trainable, updates), frozen)
-    return params, opt_state, {"sft/loss": loss, "sft/grad_norm": optax.global_norm(grads)}
-
-  return jax.jit(step, donate_argnums=(0, 1), **layout)

@@ -40,7 +40,7 @@ from jarl.config_check import ConfigError
 from jarl.metrics import MetricsWriter, defined, plot, read_jsonl
 from jarl.rollout import make_collect
 from jarl.sampling import SamplingConfig, vocab_limit
-from jarl.sft import expert_batch
+from jarl.sft import expert_batch, make_sft_step
 from jarl.tokenizer import load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def warm_start(run: Run, params, writer: MetricsWriter) -> Any:
   layout = make_layout(run.agent, run.env)
   data = expert_batch(layout, cfg.episodes, seed=run.config.seed, revise_fraction=cfg.get("revise_fraction", 0.0))
   optim = dataclasses.replace(run.optim, lr=cfg.lr, warmup_steps=0, schedule="constant")
-  step_fn = learner.make_sft_step(run.lm, optim, run.mesh)
+  step_fn = make_sft_step(run.lm, optim, run.mesh)
   shardings = learner.state_shardings(run.lm, optim, run.mesh)
   params = jax.device_put(params, shardings.params)
   opt_state = jax.jit(learner.make_optimizer(optim).init, out_shardings=shardings.opt_state)(
