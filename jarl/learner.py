@@ -161,6 +161,28 @@ def state_shardings(lm: LM, optim: OptimConfig, mesh: Mesh, reference: bool = Fa
                     replicated)
 
 
+def make_loss_step(lm: LM, optim: OptimConfig, loss_fn: Callable, prefix: str, mesh: Mesh | None = None) -> Callable:
+  """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: one optimizer step on
+  `loss_fn(params, batch) -> (loss, metrics)` (the SFT and reward-model steps). With LoRA only the
+  trainable half is differentiated; metrics (loss, grad_norm, skipped_updates and loss_fn's own)
+  are named `{prefix}/...`. With a mesh, params and optimizer state keep their shardings."""
+  tx = make_optimizer(optim)
+  layout = {}
+  if mesh is not None:
+    shardings = state_shardings(lm, optim, mesh)
+    layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
+
+  def step(params, opt_state, batch):
+    trainable, frozen = lora.split(lm, params)
+    (loss, metrics), grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), batch), has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, opt_state, trainable)
+    params = lora.join(optax.apply_updates(trainable, updates), frozen)
+    metrics = dict(loss=loss, **metrics, grad_norm=optax.global_norm(grads), skipped_updates=opt_state.total_notfinite)
+    return params, opt_state, {f"{prefix}/{k}": v for k, v in metrics.items()}
+
+  return jax.jit(step, donate_argnums=(0, 1), **layout)
+
+
 def skipped_updates(state: TrainState) -> Array:
   return state.opt_state.total_notfinite
 

@@ -48,7 +48,6 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
@@ -145,26 +144,12 @@ def make_rm_step(rm_lm: LM, optim: learner.OptimConfig, mesh: Mesh | None = None
   """
   if rm_lm.lora is not None and "head" not in rm_lm.lora.also_train:
     raise ValueError("a LoRA reward model needs its scalar head trained: LoRAConfig(also_train=('head',))")
-  tx = learner.make_optimizer(optim)
-  layout = {}
-  if mesh is not None:
-    shardings = learner.state_shardings(rm_lm, optim, mesh)
-    layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
 
   def loss_fn(params, pairs):
     chosen_P, rejected_P = _pair_scores(rm_lm, params, pairs)
     return algos.bradley_terry(chosen_P, rejected_P)
 
-  def step(params, opt_state, pairs):
-    trainable, frozen = lora.split(rm_lm, params)
-    (loss, metrics), grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), pairs),
-                                                has_aux=True)(trainable)
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    params = lora.join(optax.apply_updates(trainable, updates), frozen)
-    metrics = dict(loss=loss, **metrics, grad_norm=optax.global_norm(grads), skipped_updates=opt_state.total_notfinite)
-    return params, opt_state, {f"rm/{k}": v for k, v in metrics.items()}
-
-  return jax.jit(step, donate_argnums=(0, 1), **layout)
+  return learner.make_loss_step(rm_lm, optim, loss_fn, "rm", mesh)
 
 
 def train_reward_model(rm_lm: LM, pairs: PreferencePairs, optim: learner.OptimConfig, steps: int,

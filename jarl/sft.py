@@ -16,11 +16,9 @@ from typing import Callable
 
 import jax
 import numpy as np
-import optax
 
 from jarl import learner, models
 from jarl.agent import Layout, Segment
-from jarl.models import lora
 
 
 def _ids(tokens) -> list[int]:
@@ -102,21 +100,9 @@ def expert_batch(layout: Layout, n_episodes: int, seed: int, length: int | None 
 
 def make_sft_step(lm: models.LM, optim: learner.OptimConfig, mesh=None) -> Callable:
   """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: mean NLL on loss_mask tokens."""
-  tx = learner.make_optimizer(optim)
-  layout = {}
-  if mesh is not None:
-    shardings = learner.state_shardings(lm, optim, mesh)
-    layout = dict(out_shardings=(shardings.params, shardings.opt_state, None))
 
   def loss_fn(params, batch):
     logp_BxT = learner.policy_outputs(lm, params, batch, None)[0]  # unused outputs are compiled away
-    return -learner.masked_mean(logp_BxT, batch["loss_mask"])
+    return -learner.masked_mean(logp_BxT, batch["loss_mask"]), {}
 
-  def step(params, opt_state, batch):
-    trainable, frozen = lora.split(lm, params)
-    loss, grads = jax.value_and_grad(lambda t: loss_fn(lora.join(t, frozen), batch))(trainable)
-    updates, opt_state = tx.update(grads, opt_state, trainable)
-    params = lora.join(optax.apply_updates(trainable, updates), frozen)
-    return params, opt_state, {"sft/loss": loss, "sft/grad_norm": optax.global_norm(grads)}
-
-  return jax.jit(step, donate_argnums=(0, 1), **layout)
+  return learner.make_loss_step(lm, optim, loss_fn, "sft", mesh)
