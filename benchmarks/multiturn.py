@@ -41,8 +41,9 @@ load); compile_s = what jarl's first call took beyond a typical one (XLA compila
 speedup_vs_python_loop = episodes_per_s / the python loop's; load_average = the highest
 1-minute load seen during the timed calls. jarl rows also record (json only) where their
 time goes, from the bare model forwards timed alone at this batch and cache length
-(total_len slots): ms_per_decode_step (one T=1 forward), ms_per_obs_chunk / ms_per_prompt_chunk
-(one forced chunk of feedback_len / prompt_len slots; the empty ACT header runs no forward);
+(total_len slots): ms_per_decode_step (one T=1 forward), ms_per_obs_chunk / ms_per_system_chunk
+(one forced chunk of feedback_len slots / of the instructions at one row: the prompt is the instructions
+prefilled once and copied to every row, then the first observation; the empty ACT header runs no forward);
 decode_s and forced_s = those times the number of such forwards in one rollout; other_s = seconds - both (sampling, slot writes, env).
 
 Both systems run in one process, so `jarl.host_memory` (glibc keeps freed host memory for
@@ -320,8 +321,9 @@ def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
   """ms of the bare model forwards one jarl rollout runs, each timed alone over a cache of total_len slots.
 
   Per turn: a forced chunk for the ACT header (none when it is empty, as here), `budget` T=1
-  decode steps and, on every turn but the last, one forced observation chunk; once: the prompt
-  chunk. Each kind is timed as a `lax.scan` of `steps` forwards (the cache updated in place, as
+  decode steps and, on every turn but the last, one forced observation chunk; once: the prompt,
+  prefilled as the instructions at one row (`Runner.start`'s shared prefill; group_size is 1 here) and
+  the first observation at every row (an observation chunk). Each kind is timed as a `lax.scan` of `steps` forwards (the cache updated in place, as
   in the rollout) over a cache of total_len slots starting at its middle (the rollout grows its
   cache per turn, so its early turns attend over fewer slots than this).
   """
@@ -329,6 +331,8 @@ def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
 
   @functools.partial(jax.jit, static_argnums=3)
   def forwards(params, cache, start, K):  # `steps` forwards of K slots at slots [start, start + K)
+    B = cache.valid_BxS.shape[0]
+
     def body(cache, _):
       ids_BxK, positions_BxK = jnp.ones((B, K), jnp.int32), start + jnp.broadcast_to(jnp.arange(K), (B, K))
       h_BxKxD, cache = lm.apply(params, ids_BxK, positions_BxK, cache, jnp.ones((B, K), bool), method="hidden")
@@ -336,19 +340,22 @@ def breakdown(lm: models.LM, layout: Layout, batch: int, repeats: int) -> dict:
       return cache.replace(index=start), logits_BxV[:, 0]
     return jax.lax.scan(body, cache.replace(index=start), None, length=steps)[1]
 
-  cache = lm.init_cache(B, T)
-  cache = cache.replace(valid_BxS=cache.valid_BxS.at[:, :T // 2].set(True))
-  sizes = {"decode_step": 1, "obs_chunk": layout.feedback_len, "prompt_chunk": layout.prompt_len}
+  def cache(rows):
+    empty = lm.init_cache(rows, T)
+    return empty.replace(valid_BxS=empty.valid_BxS.at[:, :T // 2].set(True))
+
+  sizes = {"decode_step": (B, 1), "obs_chunk": (B, layout.feedback_len),
+           "system_chunk": (1, layout.prompt_len - layout.feedback_len)}
   if header_slots(layout.headers[Segment.ACT]):
-    sizes["header_chunk"] = header_slots(layout.headers[Segment.ACT])
+    sizes["header_chunk"] = (B, header_slots(layout.headers[Segment.ACT]))
   ms = {}
-  for name, K in sizes.items():
-    start = jnp.int32(min(T // 2, T - K))
-    run = lambda: jax.block_until_ready(forwards(lm.params, cache, start, K))
+  for name, (rows, K) in sizes.items():
+    start, kv = jnp.int32(min(T // 2, T - K)), cache(rows)
+    run = lambda: jax.block_until_ready(forwards(lm.params, kv, start, K))
     ms[name] = common.time_call(run, repeats).median_s * 1e3 / steps
   turns, budget = layout.env.max_turns, layout.budgets[Segment.ACT]
   parts = dict(decode_s=turns * budget * ms["decode_step"] / 1e3,
-               forced_s=(turns * ms.get("header_chunk", 0) + (turns - 1) * ms["obs_chunk"] + ms["prompt_chunk"]) / 1e3)
+               forced_s=(turns * ms.get("header_chunk", 0) + turns * ms["obs_chunk"] + ms["system_chunk"]) / 1e3)
   return {f"ms_per_{k}": v for k, v in ms.items()} | parts
 
 

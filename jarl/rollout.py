@@ -206,21 +206,41 @@ class Runner:
     """Observations [B, obs_len] behind the feedback header, in feedback_len slots."""
     return _join(self.codec, self.layout.feedback_header, obs, self.layout.feedback_len)
 
-  def start(self, params, obs: Tokens, cache_len: int | None = None) -> Carry:
+  def start(self, params, obs: Tokens, cache_len: int | None = None, group_size: int = 1) -> Carry:
     """Empty cache and slot buffers, then the PROMPT: instructions and the first observations [B, obs_len].
 
     The slot buffers hold the whole episode (layout.total_len slots); the KV cache holds
     `cache_len` slots (default: as many), and `grow` extends it between turns.
+    The prompt is prefilled once per distinct prefix (shared prefill): the instructions, the same in
+    every row, for one row; the first observation for one row of each group of `group_size` rows
+    (rows [g G, (g + 1) G) must hold the same observation: the G samples of a task); then the rows
+    are copied (`compaction.take_rows`). Each row's slots, cache and logits are those of one forward
+    over its whole prompt (the same math: a prompt token attends to the tokens before it).
     """
-    B, T = obs.ids.shape[0], self.layout.total_len
-    cache = self._constrain(KVCache.init(self.lm.config, B, cache_len or T))
+    B, S = obs.ids.shape[0], int(self.layout.system.length)
+    if B % group_size:
+      raise ValueError(f"a batch of {B} rows does not split into groups of {group_size}")
+    cache_len = cache_len or self.layout.total_len
+    rows = B // group_size
+    c = self._empty(1 if S else rows, cache_len)
+    if S:  # the instructions, once, then in every group's row
+      system = Tokens(self.layout.system.ids[None, :S], self.layout.system.length[None])
+      c = compaction.take_rows(self.forced(params, c, system, Segment.PROMPT, 0, jnp.ones((1,), bool)),
+                               jnp.zeros((rows,), jnp.int32))
+    first = compaction.take_rows(obs, jnp.arange(0, B, group_size))
+    c = self.forced(params, c, _fit(self.observation(first), self.layout.prompt_len - S, self.pad_id), Segment.PROMPT,
+                    0, jnp.ones((rows,), bool))
+    if group_size > 1:
+      c = compaction.take_rows(c, jnp.repeat(jnp.arange(rows), group_size))
+    return c.replace(cache=self._constrain(c.cache))
+
+  def _empty(self, B: int, cache_len: int) -> Carry:
+    """B rows of empty slot buffers and an empty cache of cache_len slots."""
+    cfg, T = self.lm.config, self.layout.total_len
     buf = {name: jnp.full((B, T), self.pad_id if name == "tokens" else 0, dtype) for name, dtype in BUFFERS.items()}
-    cfg = self.lm.config
-    c = Carry(cache, buf, jnp.zeros((B, cfg.vocab_size), jnp.float32), jnp.zeros((B,), jnp.int32),
-              jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype), jnp.int32(0), jnp.int32(0),
-              jnp.int32(0))
-    prompt = _join(self.codec, self.layout.system, self.observation(obs), self.layout.prompt_len)
-    return self.forced(params, c, prompt, Segment.PROMPT, 0, jnp.ones((B,), bool))
+    return Carry(KVCache.init(cfg, B, cache_len), buf, jnp.zeros((B, cfg.vocab_size), jnp.float32),
+                 jnp.zeros((B,), jnp.int32), jnp.zeros((B,), jnp.int32), jnp.zeros((B, cfg.d_model), cfg.compute_dtype),
+                 jnp.int32(0), jnp.int32(0), jnp.int32(0))
 
   def grow(self, c: Carry, cache_len: int) -> Carry:
     """The carry with its KV cache extended to `cache_len` slots (new slots invalid)."""
@@ -389,7 +409,7 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
     params = runner.decode_params(params)
     key_tasks, key_env, key_turns = jax.random.split(key, 3)
     state, obs = jax.vmap(env.reset)(jnp.repeat(jax.random.split(key_tasks, n_tasks), group_size, axis=0))
-    c = runner.start(params, obs, cache_lens[0])
+    c = runner.start(params, obs, cache_lens[0], group_size)  # (the G rows of a task share its observation)
 
     def turn_fn(carry, xs):
       c, state, alive_B = carry

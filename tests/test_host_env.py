@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jarl import envs, models
-from jarl.agent import AgentConfig
+from jarl.agent import AgentConfig, Segment
 from jarl.envs.host import GymTextEnv, HostCollect, HostEnv, HostStep, PerEpisodeHostEnv, make_host, make_host_collect
 from jarl.envs.python_tool import make_task
 from jarl.envs.sandbox import Limits
@@ -227,6 +227,22 @@ def test_a_failing_batched_step_ends_every_live_episode(mode, lm):
   BATCHED.mode = None
   traj = jax.device_get(collect(lm.params, jax.random.key(0)))
   assert not traj.episode["host_error"].any() and (traj.turn_reward == 1).all()
+
+
+class RowObservations(BatchedEnv):
+  """Each row's first observation names its row: the G rows of a task do not share it."""
+
+  def reset(self, seeds):
+    return [f"row {b}" for b in range(len(seeds))]
+
+
+def test_host_rows_of_a_task_with_their_own_observations_keep_them(lm):
+  """The prompt is prefilled once per task only when its rows got the same first observation."""
+  collect = make_host_collect(lm, RowObservations(), ENV.codec, AgentConfig(), n_tasks=2, group_size=4)
+  traj = jax.device_get(collect(lm.params, jax.random.key(0)))
+  for b in range(8):
+    prompt = traj.tokens[b][traj.valid[b] & (traj.segment[b] == int(Segment.PROMPT))]
+    assert ENV.codec.tokenizer.decode(prompt.tolist()).endswith(f"row {b}"), b
 
 
 def test_python_tool_env_episodes():

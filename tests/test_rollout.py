@@ -128,6 +128,32 @@ def test_sharded_rollout_matches_one_device(lm):
   np.testing.assert_allclose(np.asarray(got.logprob), np.asarray(want.logprob), atol=1e-4)
 
 
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_shared_prefill_equals_one_forward_over_each_prompt(lm, group_size):
+  """The instructions prefilled once and each task's first observation once per group, then copied to
+  every row: the same slots, cache and logits as one forward over every row's whole prompt."""
+  runner = rollout.Runner(lm, make_layout(SCHEMAS["act"], ENV), SamplingConfig())
+  layout, B = runner.layout, 8
+  assert int(layout.system.length) > 0
+  rng, n = np.random.default_rng(3), B // group_size  # n tasks' observations, of different lengths
+  ids = rng.integers(0, 256, (n, ENV.obs_len)).repeat(group_size, 0)
+  obs = envs.Tokens(jnp.asarray(ids, jnp.int32), jnp.asarray(rng.integers(1, ENV.obs_len + 1, n).repeat(group_size)))
+  got = jax.jit(runner.start, static_argnames="group_size")(lm.params, obs, group_size=group_size)
+  prompt = rollout._join(runner.codec, layout.system, runner.observation(obs), layout.prompt_len)
+  want = jax.jit(lambda p: runner.forced(p, runner._empty(B, layout.total_len), prompt, Segment.PROMPT, 0,
+                                         jnp.ones((B,), bool)))(lm.params)
+  for name, buf in want.buf.items():
+    np.testing.assert_array_equal(got.buf[name], buf, err_msg=name)
+  np.testing.assert_array_equal(got.next_pos_B, want.next_pos_B)
+  np.testing.assert_array_equal(got.cache.valid_BxS, want.cache.valid_BxS)
+  assert int(got.cache.index) == int(want.cache.index) == layout.prompt_len
+  for g, w in zip(jax.tree.leaves((got.cache.k, got.cache.v, got.logits_BxV, got.hidden_BxD)),
+                  jax.tree.leaves((want.cache.k, want.cache.v, want.logits_BxV, want.hidden_BxD))):
+    np.testing.assert_allclose(g, w, atol=1e-5)
+  with pytest.raises(ValueError, match="groups of 3"):
+    runner.start(lm.params, obs, group_size=3)
+
+
 def test_cache_grown_per_group_of_turns_matches_one_full_cache(lm, monkeypatch):
   """The turn scan runs in groups, each attending over the slots it can reach; the episode is
   the same as with the whole episode's cache from the first turn."""

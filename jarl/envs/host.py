@@ -272,7 +272,7 @@ class HostCollect:
       sharding.check_divisible("rollout batch", (self.B,), sharding.logical_to_spec(("batch",)), mesh)
     shape = _Shape(codec, env.instructions, env.obs_len, env.action_len, env.max_turns)
     runner = self.runner = Runner(lm, make_layout(agent, shape), sampling, mesh=mesh)
-    self._start = jax.jit(runner.start)
+    self._start = jax.jit(runner.start, static_argnames=("group_size",))
     self._decode_params = jax.jit(runner.decode_params)
 
     self.both_branches = runner.revise_on and type(env).score is not HostEnv.score  # the env implements score
@@ -301,7 +301,10 @@ class HostCollect:
     first = self._call(lambda: env.reset([int(s) for s in seeds for _ in range(self.group_size)]),
                        np.ones((B,), bool), failed_B, 0)
     obs = self._observations([""] * B if first is None else first, ~failed_B, failed_B, 0)
-    c = self._start(params, obs)
+    G = self.group_size  # the prompt is prefilled once per task when its G rows got the same observation
+    same = all((np.asarray(x).reshape(self.n_tasks, G, -1) == np.asarray(x)[::G].reshape(self.n_tasks, 1, -1)).all()
+               for x in (obs.ids, obs.length))
+    c = self._start(params, obs, group_size=G if same else 1)
     alive_B, records, keys = np.ones((B,), bool), [], jax.random.split(key_turns, N)
     for turn in range(N):
       if not alive_B.any():  # every episode is over: the remaining turns are idle slots
