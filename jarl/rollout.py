@@ -5,10 +5,10 @@
 
 Inside the program: reset every env (the G samples of a task share its reset key),
 force the prompt (prefilled once per distinct prefix: the instructions at one row, each
-task's first observation at one row of its group, then copied; `Runner.start`), then `lax.scan` over turns; each turn forces each segment's header
-and samples the segment token by token (`lax.scan` over its budget) through one
-persistent KV cache, steps the env on the parsed action, and forces the env's next
-observation. All rows share one slot cursor: a row that is idle in a slot (its
+task's first observation at one row of its group, then copied; `Runner.start`), then
+`lax.scan` over turns; each turn forces each segment's header and samples the segment
+token by token (`lax.scan` over its budget) through one persistent KV cache, steps the
+env on the parsed action, and forces the env's next observation. All rows share one slot cursor: a row that is idle in a slot (its
 segment already stopped, its episode over, or a REVISE it does not need) writes an
 invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
 sampled tokens one slot per step. The slot buffers double as the training batch:
