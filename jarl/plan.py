@@ -19,7 +19,8 @@ over the config's mesh, so a 7B plan is instant on a laptop. Per device:
                       + half of the cache it last grew from (between runs of turns)
                       + half of it with live-row compaction (sampling.compact_every: a bound)
   rollout buffers     the [B, T] slot buffers (they are the trajectory)           exact
-  rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores
+  rollout logits      [B, V] float32 x 2, + the biggest forced chunk's attention scores (a first
+                      observation or a turn's feedback; the instructions are prefilled at one row)
   update activations  per micro-batch of b rows, what the backward pass keeps (an estimate):
                         per layer and token  c·(3·(H + K)·Dh + 5·F) + 6·4·D (float32 norms)
                                              + c·2·F with LoRA adapters
@@ -290,11 +291,12 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
   V = cfg.vocab_size
   buffers = rows * T * sum(jnp.dtype(d).itemsize for d in BUFFERS.values())
   micro = -(-B // (algo.minibatches * algo.microbatches * data))
-  # the prompt chunk's scores (into the cache, so blockwise under every implementation but "xla")
-  blocks = (layout.prompt_len, T) if cfg.attention == "xla" else (min(cfg.attention_block, n) for n in
-                                                                   (layout.prompt_len, T))
-  prompt_scores = cfg.n_heads // model_split * math.prod(blocks) * (4 + c)
-  rollout_logits = rollout_rows * (2 * V * 4 + prompt_scores)
+  # the biggest forced chunk at every row: a first observation (the instructions are prefilled at one row) or a
+  # turn's feedback; its scores into the cache, blockwise under every implementation but "xla"
+  chunk = max(layout.prompt_len - int(layout.system.length), layout.feedback_len)
+  blocks = (chunk, T) if cfg.attention == "xla" else (min(cfg.attention_block, n) for n in (chunk, T))
+  chunk_scores = cfg.n_heads // model_split * math.prod(blocks) * (4 + c)
+  rollout_logits = rollout_rows * (2 * V * 4 + chunk_scores)
   # algo.pack_len / pack_rows: the update's forwards over rows of that many slots (pack_rows of them)
   update_rows = -(-algo.pack_rows // (algo.minibatches * algo.microbatches * data)) if algo.pack_rows else micro
   update_T = algo.pack_len if algo.pack_rows else min(algo.pack_len or T, T)
@@ -323,8 +325,8 @@ def plan(config: ml_collections.ConfigDict, device: str = "", device_memory_gb: 
            f"{cfg.dtype}" + (f"; + half of the {grown_from}-slot cache it grows from" if grown_from else "")
            + ("; + half of it for live-row compaction's gathered rows" if compact else "")),
       Item("rollout buffers", buffers, "both", f"{len(BUFFERS)} [B, T] slot buffers, {rows} rows x {T} slots"),
-      Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of the {layout.prompt_len}-slot "
-                                                        "prompt chunk"),
+      Item("rollout logits", rollout_logits, "rollout", f"[B, V] float32 x 2 + scores of a {chunk}-slot forced "
+                                                        "chunk (observation or feedback)"),
       Item("update activations", activations, "update",
            f"per micro-batch of {micro} rows x {update_T} slots (estimate)"),
       Item("reference logits", ref_logits, "update",

@@ -51,11 +51,25 @@ def test_small_preset_by_hand():
   grown_from = cache_lengths(_layout(c))[-2]  # the cache grows between runs of turns
   assert 0 < grown_from < T and p["rollout KV cache"] == kv + kv * grown_from // (2 * T)  # + half the last one
   assert p["rollout buffers"] == B * T * (6 * 4 + 2)  # six 4-byte buffers, two bool
+  layout = _layout(c)  # the biggest forced chunk at every row: a first observation or a turn's feedback
+  chunk = max(layout.prompt_len - int(layout.system.length), layout.feedback_len)
+  assert 0 < chunk <= layout.prompt_len and p["rollout logits"] == B * (2 * V * 4 + H * chunk * T * (4 + 4))
   assert p.peak == sum(p[n] for n in ("params", "optimizer state", "reference params", "rollout buffers")) + max(
       p["rollout KV cache"] + p["rollout logits"],
       p["gradients"] + p["update activations"] + p["reference logits"])
   assert p.fits is None  # CPU: device memory unknown unless given
   assert "DOES NOT FIT" in plan.plan(c, device_memory_gb=0.1).table()
+
+
+def test_instructions_prefilled_at_one_row_are_not_counted_at_every_row():
+  """With instructions in the prompt, the rollout's scores are those of the first observation's chunk (or a
+  feedback's), not of the whole prompt: the instructions are prefilled once (`Runner.start`)."""
+  c = _config()
+  c.agent.system = "{instructions}\n"
+  layout, T, B = _layout(c), _slots(c), c.rollout.n_tasks * c.rollout.group_size
+  S = int(layout.system.length)
+  assert S > 2 * layout.feedback_len and layout.prompt_len - S == layout.feedback_len
+  assert plan.plan(c)["rollout logits"] == B * (2 * V * 4 + H * layout.feedback_len * T * (4 + 4))
 
 
 def test_lora_keeps_optimizer_state_and_reference_small():
