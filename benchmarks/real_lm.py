@@ -9,9 +9,9 @@ same config is read, not rerun), then on the same held-out problems (eval seed 1
 run's own) the base model's pass@8 (8 samples at temperature 1, solved if any sample is). For
 multi-turn recipes, `first_before` / `first_after` are the share of episodes solved at the first
 attempt and `fixed_before` / `fixed_after` the share of wrong first answers fixed later.
-`tokens_per_s` counts the RL rollouts' sampled tokens over the RL wall time (compiles and evals
-included). Writes benchmarks/results/real_lm.json (+ .md) and real_lm.png (training success per
-iteration, every seed with a recorded `curve`).
+`sampled_tokens` counts the RL rollouts' sampled (response) tokens, `tokens_per_s` them over the
+RL wall time (compiles and evals included). Writes benchmarks/results/real_lm.json (+ .md) and
+real_lm.png (training success per iteration, every seed with a recorded `curve`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import common  # noqa: E402
 CRITIQUE_RECIPES = ("chain_sum_critique",)  # benchmarks/critique.py compares it with one attempt at matched tokens
 COLUMNS = ("task", "variant", "seed", "before", "after", "base_pass_at_8", "pass_tasks", "constant_answer",
            "constant_answer_accuracy", "first_before", "first_after", "fixed_before", "fixed_after", "minutes",
-           "iterations", "tokens_per_s")
+           "iterations", "sampled_tokens", "tokens_per_s")
 
 
 def first_and_fixed(traj) -> tuple[float, float]:
@@ -103,8 +103,8 @@ def run_recipe(recipe: str, seed: int, workdir: pathlib.Path, args) -> dict:
              iterations=summary["steps"])
   rl = _rl_metrics(workdir)
   row["curve"] = [round(m["episode/success"], 4) for m in rl]  # training success per RL iteration, for the plot
-  B = config.rollout.n_tasks * config.rollout.group_size
-  row["tokens_per_s"] = round(sum(m["episode/response_tokens"] for m in rl) * B / summary["wall_time_s"], 1)
+  row["sampled_tokens"] = sampled_tokens(rl, config)
+  row["tokens_per_s"] = round(row["sampled_tokens"] / summary["wall_time_s"], 1)
   base = run.lm.params
   row["pass_tasks"] = min(args.pass_tasks or config.eval.tasks, config.eval.tasks)
   row["base_pass_at_8"] = pass_at_k(run, base, config.eval.tasks, eval_seed, n_scored=row["pass_tasks"])
@@ -122,6 +122,11 @@ def _rl_metrics(workdir: pathlib.Path) -> list[dict]:
   path = workdir / "metrics.jsonl"
   records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
   return [m for m in records if m["step"] > 0 and "episode/response_tokens" in m]
+
+
+def sampled_tokens(rl: list[dict], config) -> int:
+  """The response tokens a run's RL rollouts sampled (its metrics' per-episode means x episodes per iteration)."""
+  return round(sum(m["episode/response_tokens"] for m in rl) * config.rollout.n_tasks * config.rollout.group_size)
 
 
 def plot(curves: dict, path: pathlib.Path) -> None:
@@ -145,7 +150,7 @@ def mean_row(recipe: str, rows: list[dict]) -> dict:
   done = [r for r in rows if r["variant"] == recipe and r["seed"] != "mean"]
   mean = {"task": done[0]["task"], "variant": recipe, "seed": "mean"}
   for key in ("before", "after", "base_pass_at_8", "constant_answer_accuracy", "first_before", "first_after",
-              "fixed_before", "fixed_after", "minutes", "iterations", "tokens_per_s"):
+              "fixed_before", "fixed_after", "minutes", "iterations", "sampled_tokens", "tokens_per_s"):
     values = [r[key] for r in done if r.get(key) is not None]
     if values:
       mean[key] = statistics.mean(values)
@@ -178,6 +183,14 @@ def main() -> None:
       new.append(row)
       print(json.dumps(row), flush=True)
   runs = sorted(kept + new, key=lambda r: (recipes.index(r["variant"]), r["seed"]))
+  # Rows from before the curve and the sampled tokens were recorded: from their run's metrics when it is on this
+  # disk, else the tokens from tokens_per_s x minutes (within ~1.5%: both are rounded).
+  for r in runs:
+    rl = _rl_metrics(pathlib.Path(f"{args.workdir_prefix}{r['variant']}_seed{r['seed']}"))
+    if rl:
+      r.setdefault("curve", [round(m["episode/success"], 4) for m in rl])
+      r.setdefault("sampled_tokens", sampled_tokens(rl, common.config_module("real_lm").get_config(r["variant"])))
+    r.setdefault("sampled_tokens", round(r["tokens_per_s"] * r["minutes"] * 60))
   rows = []
   for recipe in recipes:
     if any(r["variant"] == recipe for r in runs):
@@ -187,14 +200,10 @@ def main() -> None:
                              "1.0) of the base model and after RL; base_pass_at_8: any of 8 samples at T=1 right, "
                              "same problems; constant_answer(_accuracy): always giving the most common training "
                              "answer; first_* / fixed_*: multi-turn recipes, solved at the first attempt / "
-                             "wrong first answers fixed later; minutes: the whole run (evals and compiles included), "
+                             "wrong first answers fixed later; sampled_tokens: the RL rollouts' response tokens "
+                             "(rows recorded before it was: tokens_per_s x minutes); minutes: the whole run (evals and "
+                             "compiles included), "
                              "on this CPU (machine above: the last command's).")
-  # Rows from before the curve was recorded are plotted from their run's metrics when it is on this disk.
-  for r in runs:
-    if "curve" not in r:
-      rl = _rl_metrics(pathlib.Path(f"{args.workdir_prefix}{r['variant']}_seed{r['seed']}"))
-      if rl:
-        r["curve"] = [round(m["episode/success"], 4) for m in rl]
   plot({recipe: [(r["seed"], r["curve"]) for r in runs if r["variant"] == recipe and r.get("curve")]
         for recipe in recipes if any(r["variant"] == recipe and r.get("curve") for r in runs)},
        common.RESULTS / "real_lm.png")

@@ -42,6 +42,12 @@ def test_pass_at_k_is_none_for_in_graph_envs(tmp_path):
   assert real_lm.pass_at_k(run, run.lm.params, n_tasks=2, eval_seed=0) is None
 
 
+def test_sampled_tokens_count_every_episode_of_every_iteration():
+  config = small_config("unused")
+  config.rollout.n_tasks, config.rollout.group_size = 4, 8
+  assert real_lm.sampled_tokens([{"episode/response_tokens": 2.5}, {"episode/response_tokens": 3.0}], config) == 176
+
+
 def test_first_and_fixed():
   class Traj:
     info = {"success": jnp.asarray([[True, False], [False, True], [False, False], [False, False]])}

@@ -150,26 +150,26 @@ def test_cli_rejects_unknown_config_keys_and_commands():
   assert out.returncode == 2 and "unknown command 'trian'" in out.stderr and "train" in out.stderr
 
 
-def _reference_envs() -> list[str]:
-  import reference
-  return list(reference.ENVS)
+def _config_module(name: str):
+  """configs/<name>.py, loaded by path (benchmarks/ has modules of the same names)."""
+  import importlib.util
+  spec = importlib.util.spec_from_file_location(f"{name}_config",
+                                                os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 @pytest.mark.parametrize("name, arg", [("quickstart", None), ("critique", None), ("critique", "countdown"),
-                                       ("path_star", None), ("real_lm", None), ("real_lm", "letter_counting"),
-                                       ("real_lm", "chain_sum_feedback"), ("real_lm", "frozenlake"),
-                                       ("real_lm", "chain_sum_critique")]
-                         + [("reference", env) for env in _reference_envs()])
+                                       ("path_star", None)]
+                         + [("real_lm", recipe) for recipe in _config_module("real_lm").RECIPES]
+                         + [("reference", env) for env in _config_module("reference").ENVS])
 def test_train_configs_are_valid(name, arg):
   """Every recipe config in configs/ names valid algorithms, agent fields and env kwargs, and plans."""
-  import importlib.util
   from jarl import envs, plan
   from jarl.agent import AgentConfig, make_layout
   from jarl.tokenizer import load_tokenizer
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")  # by path: benchmarks share names
-  spec = importlib.util.spec_from_file_location(f"{name}_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = _config_module(name)
   config = module.get_config() if arg is None else module.get_config(arg)
   train._dataclass(learner.AlgoConfig, config.algo)
   agent = train._dataclass(AgentConfig, config.agent)
@@ -178,12 +178,11 @@ def test_train_configs_are_valid(name, arg):
   assert plan.plan(config, n_devices=1).peak > 0
 
 
-@pytest.mark.parametrize("env", _reference_envs())
+@pytest.mark.parametrize("env", _config_module("reference").ENVS)
 def test_reference_act_budgets_fit_the_experts(env):
   """configs/reference.py: every expert action of 16 episodes fits the ACT budget with its stop token."""
-  import reference
   from jarl import envs
-  config = reference.get_config(env)
+  config = _config_module("reference").get_config(env)
   e = envs.make(env, **dict(config.env.kwargs))
   longest = max(len(e.codec.encode(turn["action_text"])) for i in range(16)
                 for turn in e.expert_episode(jax.random.key(i)))
