@@ -33,9 +33,10 @@ between the two branches (the other one is scored with reasoning-gym, not guesse
 calibration bonus, the revision SCoRe's shaped reward. The base model, greedy on 64 held-out
 problems, answers 28% right, says No to every answer and repeats its answer word for word as the
 revision (even after a critique that computed the right sum): RL has to teach the verdict and the
-use of the critique. Expected (benchmarks/results/critique.md, seeds 0 and 1, ~25 min each): held-out
-greedy 27-29% -> 41%, nearly all of it in the first answer (39.5-40%); the verdict still says No to every
-answer and the revision fixes ~1%.
+use of the critique. Expected (benchmarks/results/critique.md, seeds 0-2, ~25 min each): held-out
+greedy 24-29% -> 28.5-41% (mean 36.7%), all of it in the first answer (30.5-40%); the verdict says No to
+every answer and the revision fixes at most ~1% (breaks up to 2%). One answer at the same sampled tokens
+(107 iterations) reaches 30.5-44% (mean 38.7%).
 
 GRPO from the pretrained model: 4 problems x 8 samples per iteration at temperature 1, lr 1e-5, PPO-clip with clip-higher,
 zero-variance groups filtered out, no KL term, full fine-tuning in float32 (a CPU run).
