@@ -44,7 +44,8 @@ Expected result: see benchmarks/results/real_lm.md (the command above); the base
 chain_sum right ~22-27% of the time greedily and letter_counting (8-12 words) 12-14%, and repeats a
 wrong answer after "Try again." almost always. chain_sum: 37-45% after RL (3 seeds); letter_counting:
 31-32% on all 3 seeds, which is what always answering "1" scores (RL finds the answer prior, not
-counting); chain_sum_feedback: 43-45% within two attempts, fixing 1-5% of wrong first answers (3 seeds).
+counting); chain_sum_feedback: 43-45% within two attempts, fixing 1-5% of wrong first answers (3 seeds);
+chain_sum_matched (one answer at feedback's sampled tokens): 31.6-46.1% (mean 40.0%; feedback's 43.9%).
 frozenlake (3 seeds, a negative result): every sampled reply names a move after ~12 iterations, but
 the greedy policy names one fixed move whatever the board ("up, down, left, right" on seeds 0-1,
 "down, left, right, up" on seed 2): 2.7% / 2.0% / 2.0% of held-out boards before, 2.7% / 2.0% / 1.6%
