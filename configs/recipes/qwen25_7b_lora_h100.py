@@ -16,7 +16,7 @@ Memory plan (`jarl plan`, 1 device; slots counted in bytes, an upper bound for Q
 308.0 MiB, gradients 308.0 MiB per device (bfloat16 base weights + float32 adapters; moments for the
 adapters only); rollout KV cache 10.48 GiB (128 rows x 1119 slots per device); update activations 5.70 GiB
 (micro-batch of 2 rows x 1119 slots per device):
-peak 27.06 GiB of 80.00 GiB (h100) -> fits. XLA's own figure for a compiled
+peak 25.61 GiB of 80.00 GiB (h100) -> fits. XLA's own figure for a compiled
 iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 

@@ -16,7 +16,7 @@ optimizer state 1.60 GiB, gradients 1.60 GiB per device (float32 master weights 
 bfloat16 compute); rollout params 3.20 GiB (the bfloat16 copy the rollout reads, whole on every chip),
 rollout KV cache 1.74 GiB (16 rows x 735 slots per device); update activations 2.53 GiB (micro-batch of 1
 row x 735 slots per device):
-peak 7.50 GiB of 16.00 GiB (v5e) -> fits. XLA's own figure for a compiled
+peak 7.40 GiB of 16.00 GiB (v5e) -> fits. XLA's own figure for a compiled
 iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 

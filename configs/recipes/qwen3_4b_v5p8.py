@@ -16,7 +16,7 @@ state 7.49 GiB, gradients 7.49 GiB per device (float32 master weights and AdamW 
 compute); rollout params 7.49 GiB (the bfloat16 copy the rollout reads, whole on every chip), rollout KV
 cache 6.73 GiB (32 rows x 1119 slots per device); update activations 4.71 GiB (micro-batch of 2 rows x
 1119 slots per device):
-peak 26.02 GiB of 95.00 GiB (v5p) -> fits. XLA's own figure for a compiled
+peak 25.60 GiB of 95.00 GiB (v5p) -> fits. XLA's own figure for a compiled
 iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 

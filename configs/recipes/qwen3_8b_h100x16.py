@@ -14,7 +14,7 @@ state 7.63 GiB, gradients 7.63 GiB per device (float32 master weights and AdamW 
 compute); rollout params 15.26 GiB (the bfloat16 copy the rollout reads, whole on every chip), rollout KV
 cache 3.37 GiB (16 rows x 1119 slots per device); update activations 4.13 GiB (micro-batch of 1 row x 1119
 slots per device):
-peak 30.34 GiB of 80.00 GiB (h100) -> fits. XLA's own figure for a compiled
+peak 30.14 GiB of 80.00 GiB (h100) -> fits. XLA's own figure for a compiled
 iteration at 2k-8k tokens per episode: benchmarks/results/memory.md.
 """
 
