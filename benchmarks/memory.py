@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pathlib
 import subprocess
 import sys
 import time
@@ -49,7 +48,7 @@ import jax
 import jax.numpy as jnp
 
 import common
-from jarl import envs, learner, models, plan, train
+from jarl import envs, forward, models, plan, train
 from jarl.agent import AgentConfig, make_layout
 from jarl.models.transformer import KVCache
 from jarl.tokenizer import load_tokenizer
@@ -135,7 +134,7 @@ def update_temp(cfg: models.ModelConfig, rows: int, tokens: int, logits_chunk: i
   batch = dict(tokens=slot(jnp.int32), positions=slot(jnp.int32), valid=slot(jnp.bool_))
 
   def loss(params, batch, advantages_BxT):
-    logp_BxT, entropy_BxT, _ = learner.policy_outputs(lm, params, batch, None, logits_chunk=logits_chunk)
+    logp_BxT, entropy_BxT, _ = forward.policy_outputs(lm, params, batch, None, logits_chunk=logits_chunk)
     return -jnp.sum(logp_BxT * advantages_BxT) - 0.01 * jnp.sum(entropy_BxT)
   return _compiled_temp(jax.grad(loss), shapes, batch, slot(jnp.float32))
 

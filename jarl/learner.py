@@ -1,4 +1,4 @@
-"""TrainState and the jitted RL update (the optax optimizer from config: `jarl.optim`; the SFT step: `jarl.sft`).
+"""TrainState and the jitted RL update (optimizer: `jarl.optim`; the forward: `jarl.forward`; SFT: `jarl.sft`).
 
     state = init_state(lm, OptimConfig(lr=1e-4), reference=True)
     update = make_update(lm, algo, optim, group_size=8)      # (state, traj) -> (state, metrics)
@@ -33,13 +33,12 @@ import optax
 
 from jax.sharding import Mesh
 
-from jarl import algos, planning, safety, sharding
+from jarl import algos, forward, planning, safety, sharding
 from jarl.agent import Segment
 from jarl.algos import credit
 from jarl.models import LM, lora
 from jarl.optim import OptimConfig, make_optimizer  # noqa: F401  (also learner.OptimConfig, learner.make_optimizer)
 from jarl.packing import pack_slots, pack_trained
-from jarl.slots import source_slots
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -187,80 +186,6 @@ def skipped_updates(state: TrainState) -> Array:
   return state.opt_state.total_notfinite
 
 
-def in_chunks(fn: Callable, xs: Any, size: int, axis: int, remat: bool = False) -> Any:
-  """fn(xs) computed `size` entries of `axis` at a time (lax.map; every array of xs split along `axis`,
-  the last chunk zero-padded) and put back together along `axis`; fn(xs) at once when one chunk
-  covers it. `remat`: each chunk under jax.checkpoint, so its backward pass recomputes the chunk
-  instead of keeping its intermediates."""
-  n = jax.tree.leaves(xs)[0].shape[axis]
-  if not size or size >= n:
-    return fn(xs)
-  chunks = -(-n // size)
-
-  def split(x):
-    x = jnp.pad(x, [(0, chunks * size - n if d == axis else 0) for d in range(x.ndim)])
-    return jnp.moveaxis(x.reshape(x.shape[:axis] + (chunks, size) + x.shape[axis + 1:]), axis, 0)
-
-  def join(y):
-    y = jnp.moveaxis(y, 0, axis)
-    return jax.lax.slice_in_dim(y.reshape(y.shape[:axis] + (chunks * size,) + y.shape[axis + 2:]), 0, n, axis=axis)
-  out = jax.lax.map(jax.checkpoint(fn) if remat else fn, jax.tree.map(split, xs))
-  return jax.tree.map(join, out)
-
-
-def policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, logits_chunk: int = 0,
-                   packed: dict | None = None, head_index: Array | None = None) -> tuple[Array, Array, Array | None]:
-  """(log-prob, entropy, value) at each policy slot [B, P] from one forward over the [B, T] slots.
-
-  The token in slot s was sampled from the logits of the row's last valid slot before s
-  (`source_slots`). `slots` (static columns, `Layout.policy_slots`) limits the output
-  head to the P slots that can hold sampled tokens; None means every slot (P = T).
-  `detach_value`: the value head reads the hidden states through a stop_gradient, so a value
-  loss moves the head only. `logits_chunk`: the head `logits_chunk` slots at a time, each chunk
-  recomputed in the backward pass (`AlgoConfig.logits_chunk`). `packed` (`pack_slots` of this
-  batch): the forward runs over the packed rows instead, and each slot reads its source's hidden
-  state there; the same outputs. `head_index` (`pack_trained` of the batch's loss mask at the
-  policy slots): the head only at those slots, log-prob and entropy 0 at the others.
-  """
-  tokens_BxP = batch["tokens"] if slots is None else batch["tokens"][:, slots]
-  B, P = tokens_BxP.shape
-  if packed is None:
-    h_RxLxD, _ = lm.apply(params, batch["tokens"], batch["positions"], None, batch["valid"], method="hidden")
-    row_BxP = None  # each slot's own row
-    col_BxP = source_slots(batch["valid"]) if slots is None else source_slots(batch["valid"])[:, slots]
-  else:
-    h_RxLxD, _ = lm.apply(params, packed["tokens"], packed["positions"], None, packed["valid"], method="hidden",
-                          segment_BxT=packed["segment"])
-    row_BxP, col_BxP = ((packed["source_row"], packed["source_col"]) if slots is None
-                        else (packed["source_row"][:, slots], packed["source_col"][:, slots]))
-
-  def head(h_and_tokens):  # the output head only where tokens were sampled
-    h_BxCxD, tokens_BxC = h_and_tokens
-    return algos.token_logprob_entropy(lm.apply(params, h_BxCxD, method="logits"), tokens_BxC)
-
-  def hidden(row, col_BxC):  # the hidden states that predict the tokens at these slots
-    return (jnp.take_along_axis(h_RxLxD, col_BxC[..., None], axis=1) if row is None else h_RxLxD[row, col_BxC])
-  if head_index is None:
-    logp_BxP, entropy_BxP = in_chunks(head, (hidden(row_BxP, col_BxP), tokens_BxP), logits_chunk, axis=1,
-                                      remat=True)
-  else:  # the trained slots' hidden states, packed; the outputs put back at their slots
-    at_BxL = jnp.minimum(head_index, B * P - 1)
-    flat = lambda x_BxP: x_BxP.reshape(-1)[at_BxL]  # noqa: E731
-    h_BxLxD = hidden(at_BxL // P if row_BxP is None else flat(row_BxP), flat(col_BxP))
-    outputs = in_chunks(head, (h_BxLxD, flat(tokens_BxP)), logits_chunk, axis=1, remat=True)
-    logp_BxP, entropy_BxP = (jnp.zeros(B * P, x.dtype).at[head_index.reshape(-1)].set(x.reshape(-1), mode="drop")
-                             .reshape(B, P) for x in outputs)
-  values_BxP = None
-  if lm.kind == "policy_value":
-    h_BxPxD = hidden(row_BxP, col_BxP)
-    values_BxP = lm.apply(params, jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD, method="value")
-  return logp_BxP, entropy_BxP, values_BxP
-
-
-def masked_mean(x_BxT: Array, mask_BxT: Array) -> Array:
-  return (x_BxT * mask_BxT).sum() / jnp.maximum(mask_BxT.sum(), 1)
-
-
 def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
                 policy_slots: np.ndarray | None = None) -> Callable:
   """`update(state, traj) -> (state, metrics)`, pure; jit it (make_iteration does).
@@ -298,15 +223,15 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
   def loss_fn(params, mb, weight):
     packed, head_index, overflow_B = pack(mb)
     overflow = overflow_B.sum()
-    logp_BxP, entropy_BxP, values_BxP = policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
-                                                        algo.logits_chunk, packed, head_index)
+    logp_BxP, entropy_BxP, values_BxP = forward.policy_outputs(lm, params, mb, policy_slots, algo.detach_critic,
+                                                                algo.logits_chunk, packed, head_index)
     mask = mb["loss_mask"]
     logp_BxP = jnp.where(mask, logp_BxP, 0.0)
     loss, metrics = policy_loss(logp_BxP, mb["old_logprob"], mb["advantage"], mask, **dict(algo.policy_loss_kwargs))
-    metrics["entropy"] = masked_mean(entropy_BxP, mask)
+    metrics["entropy"] = algos.masked_mean(entropy_BxP, mask)
     loss = loss - algo.entropy_coef * metrics["entropy"]
     if mb.get("ref_logprob") is not None:
-      metrics["kl"] = masked_mean(kl_fn(logp_BxP, mb["ref_logprob"]), mask)
+      metrics["kl"] = algos.masked_mean(kl_fn(logp_BxP, mb["ref_logprob"]), mask)
       loss = loss + algo.kl_coef * metrics["kl"]
     if values_BxP is not None and algo.needs_critic:
       metrics["value_loss"], _ = algos.value_loss(values_BxP, mb["old_value"], mb["returns"], mask, clip=algo.value_clip)
@@ -353,19 +278,19 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
     micro_rows = B // (algo.minibatches * algo.microbatches)
     forward_overflow = []  # episodes the forwards below could not pack
 
-    def forward(params, batch, slots, head=True):  # no gradient: one micro-batch of rows at a time, like the update
+    def outputs_of(params, batch, slots, head=True):  # no gradient: one micro-batch of rows at a time, like the update
       def one(mb):
         packed, head_index, overflow_B = pack(mb, head)
-        outputs = policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed,
-                                 head_index=head_index)
+        outputs = forward.policy_outputs(lm, params, mb, slots, logits_chunk=algo.logits_chunk, packed=packed,
+                                         head_index=head_index)
         return outputs, overflow_B
-      outputs, overflow_B = in_chunks(one, batch, micro_rows, axis=0)
+      outputs, overflow_B = forward.in_chunks(one, batch, micro_rows, axis=0)
       forward_overflow.append(overflow_B.sum())
       return outputs
 
     values_BxT = None
     if algo.needs_critic:  # the estimator reads values at every slot
-      values_BxT = jax.lax.stop_gradient(forward(state.params, batch, None, head=False)[2])
+      values_BxT = jax.lax.stop_gradient(outputs_of(state.params, batch, None, head=False)[2])
     estimate = estimator(traj, group_size=group_size, values_BxT=values_BxT, **dict(algo.advantage_kwargs))
     batch["advantage"] = credit.apply(traj, estimate.adv_BxT, algo.segment_credit, group_size, values_BxT)
     if algo.needs_critic:
@@ -384,7 +309,7 @@ def make_update(lm: LM, algo: AlgoConfig, optim: OptimConfig, group_size: int,
       batch.update({k: v[:, policy_slots] for k, v in batch.items() if k not in ("tokens", "positions", "valid")})
     ref_params = lora.adapters_off(state.params) if lm.lora is not None and algo.kl_coef else state.ref_params
     if ref_params is not None:
-      ref_logp_BxP = forward(ref_params, batch, policy_slots)[0]
+      ref_logp_BxP = outputs_of(ref_params, batch, policy_slots)[0]
       batch["ref_logprob"] = jnp.where(batch["loss_mask"], ref_logp_BxP, 0.0)
     if forward_overflow:  # values or reference log-probs missing for some episode: no update (skipped like NaNs)
       overflow = sum(forward_overflow)

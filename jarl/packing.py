@@ -9,7 +9,7 @@
     logits_BxLxV = head(h_BxPxD.reshape(B * P, D)[jnp.minimum(index_BxL, B * P - 1)])   # padding: B * P
 
 `AlgoConfig.pack_len` / `pack_rows` choose the first for the update, `AlgoConfig.head_len` the second
-(`learner.policy_outputs`).
+(`forward.policy_outputs`).
 """
 
 from __future__ import annotations

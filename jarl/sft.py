@@ -17,7 +17,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jarl import learner, models
+from jarl import algos, forward, learner, models
 from jarl.agent import Layout, Segment
 
 
@@ -102,7 +102,7 @@ def make_sft_step(lm: models.LM, optim: learner.OptimConfig, mesh=None) -> Calla
   """Jitted `(params, opt_state, batch) -> (params, opt_state, metrics)`: mean NLL on loss_mask tokens."""
 
   def loss_fn(params, batch):
-    logp_BxT = learner.policy_outputs(lm, params, batch, None)[0]  # unused outputs are compiled away
-    return -learner.masked_mean(logp_BxT, batch["loss_mask"]), {}
+    logp_BxT = forward.policy_outputs(lm, params, batch, None)[0]  # unused outputs are compiled away
+    return -algos.masked_mean(logp_BxT, batch["loss_mask"]), {}
 
   return learner.make_loss_step(lm, optim, loss_fn, "sft", mesh)

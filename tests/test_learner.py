@@ -7,7 +7,7 @@ import numpy as np
 import optax
 import pytest
 
-from jarl import envs, learner, models, optim, packing, sharding
+from jarl import envs, forward, learner, models, optim, packing, sharding
 from jarl.agent import AgentConfig, make_layout
 from jarl.rollout import make_collect, replay_logprobs
 from jarl import sft
@@ -143,7 +143,7 @@ def test_a_detached_critic_trains_the_value_head_only(setup):
   params = dict(pv.params, value_head=jax.tree.map(jnp.ones_like, pv.params["value_head"]))  # not the zero init
   batch = dict(tokens=traj.tokens, positions=traj.positions, valid=traj.valid)
   value_grads = lambda detach: jax.grad(  # noqa: E731
-      lambda p: learner.policy_outputs(pv, p, batch, None, detach)[2].sum())(params)
+      lambda p: forward.policy_outputs(pv, p, batch, None, detach)[2].sum())(params)
   shared, detached = value_grads(False), value_grads(True)
   assert float(optax.global_norm(shared["lm"])) > 0
   assert float(optax.global_norm(detached["lm"])) == 0
@@ -223,7 +223,7 @@ def test_logits_chunks_never_hold_the_full_logits():
 
   def temp_bytes(chunk):
     def loss(params, batch):
-      logp, entropy, _ = learner.policy_outputs(lm, params, batch, None, logits_chunk=chunk)
+      logp, entropy, _ = forward.policy_outputs(lm, params, batch, None, logits_chunk=chunk)
       return logp.sum() + entropy.sum()
     return jax.jit(jax.grad(loss)).lower(shapes, batch).compile().memory_analysis().temp_size_in_bytes
 
@@ -251,7 +251,7 @@ def test_packed_forward_equals_the_slot_buffers_forward(setup, critic):
   adv_BxT = jax.random.normal(jax.random.key(4), traj.tokens.shape) * traj.loss_mask
 
   def loss(params, packed):
-    logp_BxT, entropy_BxT, values_BxT = learner.policy_outputs(lm, params, batch, None, packed=packed)
+    logp_BxT, entropy_BxT, values_BxT = forward.policy_outputs(lm, params, batch, None, packed=packed)
     values = 0.0 if values_BxT is None else jnp.sum(values_BxT * traj.loss_mask)
     return jnp.sum(logp_BxT * adv_BxT) + jnp.sum(entropy_BxT * traj.loss_mask) + values
   want, want_g = jax.jit(jax.value_and_grad(loss))(lm.params, None)
@@ -369,7 +369,7 @@ def test_head_at_trained_slots_equals_the_head_at_every_slot(setup, critic):
   adv_BxP = jax.random.normal(jax.random.key(4), mask_BxP.shape) * mask_BxP
 
   def loss(params, packed, head_index):
-    logp_BxP, entropy_BxP, values_BxP = learner.policy_outputs(lm, params, batch, slots, packed=packed,
+    logp_BxP, entropy_BxP, values_BxP = forward.policy_outputs(lm, params, batch, slots, packed=packed,
                                                                head_index=head_index)
     values = 0.0 if values_BxP is None else jnp.sum(values_BxP * mask_BxP)
     return jnp.sum(logp_BxP * adv_BxP) + jnp.sum(entropy_BxP * mask_BxP) + values, (logp_BxP, entropy_BxP)
