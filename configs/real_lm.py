@@ -66,16 +66,14 @@ RECIPES = {
     "chain_sum_feedback": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1,
                                                                     max_digits=1),
                                                 max_turns=2, obs_len=20, action_len=16), 16, 30),
-    # one answer at chain_sum_feedback's sampled tokens: two attempts sample ~2x an answer's tokens per
-    # iteration (20.4k / 25.6k in 30 iterations, seeds 1 / 2, against 9.7-11.0k for chain_sum)
-    "chain_sum_matched": ("rg:chain_sum", dict(dataset_kwargs=dict(min_terms=2, max_terms=3, min_digits=1,
-                                                                   max_digits=1),
-                                               max_turns=1, obs_len=20, action_len=16), 16, 60),
     # the move is the reply's first direction word: SmolLM2 answers in sentences (no reply of 64 samples was
     # a bare move), and after the forced "I move" 53% of them name a direction
     "frozenlake": ("frozenlake", dict(size=4, max_turns=6, answer="first_word", format_reward=0.1), 8, 30),
 }
 RECIPES["chain_sum_critique"] = RECIPES["chain_sum"]
+# one answer at chain_sum_feedback's sampled tokens: two attempts sample ~2x an answer's tokens per iteration
+# (20.4k / 25.6k in 30 iterations, seeds 1 / 2, against 9.7-11.0k for chain_sum)
+RECIPES["chain_sum_matched"] = RECIPES["chain_sum"][:3] + (60,)
 # recipe: agent settings beyond the default (the forced start of each assistant message)
 AGENT = {"frozenlake": dict(act_header="I move")}
 # recipe: update settings beyond the default (2 minibatches of 16 rows). FrozenLake's 6 turns take 255 slots:
