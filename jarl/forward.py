@@ -1,6 +1,7 @@
 """The update's forward: each policy slot's log-prob, entropy and value from one forward over a batch.
 
     logp_BxP, entropy_BxP, values_BxP = policy_outputs(lm, params, batch, slots)    # batch: [B, T] buffers
+    logp_BxT = replay_logprobs(lm, params, traj)      # a rollout's tokens replayed: its sampler's log-probs
 
 The RL update (`jarl.learner`), the SFT step (`jarl.sft`) and benchmarks/memory.py read the policy
 through it; `AlgoConfig.pack_len` / `head_len` / `logits_chunk` reach it as `packed`, `head_index`
@@ -16,7 +17,8 @@ import jax.numpy as jnp
 
 from jarl import algos
 from jarl.models import LM
-from jarl.slots import source_slots
+from jarl.slots import gather_logprobs, source_slots
+from jarl.types import Trajectory
 
 Array = jax.Array
 
@@ -89,3 +91,14 @@ def policy_outputs(lm: LM, params, batch, slots, detach_value: bool = False, log
     h_BxPxD = hidden(row_BxP, col_BxP)
     values_BxP = lm.apply(params, jax.lax.stop_gradient(h_BxPxD) if detach_value else h_BxPxD, method="value")
   return logp_BxP, entropy_BxP, values_BxP
+
+
+def replay_logprobs(lm: LM, params, traj: Trajectory) -> Array:
+  """Log-probs [B, T] of every slot's token from ONE full forward (0 where loss_mask is off).
+
+  The token in slot s was sampled from the logits of the row's previous valid slot, so
+  each slot reads the logits of the last valid slot before it.
+  """
+  h_BxTxD, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid, method="hidden")
+  logits_BxTxV = lm.apply(params, h_BxTxD, method="logits")  # (plain and policy_value handles alike)
+  return gather_logprobs(logits_BxTxV, traj.tokens, traj.valid, traj.loss_mask)

@@ -7,12 +7,12 @@ Inside the program: reset every env (the G samples of a task share its reset key
 force the prompt (prefilled once per distinct prefix: the instructions at one row, each
 task's first observation at one row of its group, then copied; `Runner.start`), then
 `lax.scan` over turns; each turn forces each segment's header and samples the segment
-token by token (`lax.scan` over its budget) through one persistent KV cache, steps the
-env on the parsed action, and forces the env's next observation. All rows share one slot cursor: a row that is idle in a slot (its
-segment already stopped, its episode over, or a REVISE it does not need) writes an
-invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
+token by token (a `while_loop` over its budget that ends when every row has stopped) through one
+persistent KV cache, steps the env on the parsed action, and forces the env's next observation.
+All rows share one slot cursor: a row that is idle in a slot (its segment already stopped, its
+episode over, or a REVISE it does not need) writes an invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
 sampled tokens one slot per step. The slot buffers double as the training batch:
-`replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
+`forward.replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
 
 With `AgentConfig.act_candidates = K > 1` the ACT segment is a best-of-K search
 (`jarl.planning`): K candidates are sampled one after another into K slot ranges, each
@@ -39,7 +39,7 @@ from jarl.envs.base import TextEnv
 from jarl.envs.codec import Tokens
 from jarl.models import KVCache, LM, cache_shardings
 from jarl.sampling import SamplingConfig, policy_logprob, sample_tokens, segment_ends
-from jarl.slots import Carry, gather_logprobs
+from jarl.slots import Carry
 from jarl.types import Trajectory
 
 Array = jax.Array
@@ -451,14 +451,3 @@ def make_collect(lm: LM, env: TextEnv, agent: AgentConfig, n_tasks: int, group_s
   out = jax.tree.map(lambda x: sharding.batch_sharding(mesh, x.ndim),
                      jax.eval_shape(collect, lm.params, jax.random.key(0)))
   return jax.jit(collect, in_shardings=(lm.param_shardings(mesh), sharding.replicated(mesh)), out_shardings=out)
-
-
-def replay_logprobs(lm: LM, params, traj: Trajectory) -> Array:
-  """Log-probs [B, T] of every slot's token from ONE full forward (0 where loss_mask is off).
-
-  The token in slot s was sampled from the logits of the row's previous valid slot, so
-  each slot reads the logits of the last valid slot before it.
-  """
-  h_BxTxD, _ = lm.apply(params, traj.tokens, traj.positions, None, traj.valid, method="hidden")
-  logits_BxTxV = lm.apply(params, h_BxTxD, method="logits")  # (plain and policy_value handles alike)
-  return gather_logprobs(logits_BxTxV, traj.tokens, traj.valid, traj.loss_mask)

@@ -13,7 +13,7 @@ class Trajectory:
   """A batch of B episodes laid out as [B, T] slots (T = Layout.total_len), N = max_turns.
 
   Slot buffers (replay `tokens` with `positions` and `valid` through one forward to get
-  exactly the sampler's logits; see `rollout.replay_logprobs`):
+  exactly the sampler's logits; see `forward.replay_logprobs`):
     tokens, positions      int32 [B, T]
     valid                  bool  [B, T]  the slot holds a real token of this row
     segment, turn          int32 [B, T]  agent.Segment id and turn index of each slot

@@ -12,7 +12,8 @@ from jarl.envs.host import GymTextEnv, HostCollect, HostEnv, HostStep, PerEpisod
 from jarl.envs.python_tool import make_task
 from jarl.envs.sandbox import Limits
 from jarl.learner import rollout_metrics
-from jarl.rollout import make_collect, replay_logprobs
+from jarl.forward import replay_logprobs
+from jarl.rollout import make_collect
 from jarl.tokenizer import ByteTokenizer
 import toy_env  # noqa: F401  (registers guess_digit)
 

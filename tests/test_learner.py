@@ -9,7 +9,8 @@ import pytest
 
 from jarl import envs, forward, learner, models, optim, packing, sharding
 from jarl.agent import AgentConfig, make_layout
-from jarl.rollout import make_collect, replay_logprobs
+from jarl.forward import replay_logprobs
+from jarl.rollout import make_collect
 from jarl import sft
 from jarl.sft import expert_batch
 import toy_env  # noqa: F401  (registers guess_digit)

@@ -11,7 +11,8 @@ import pytest
 from jarl import envs, learner, models, planning, sharding, train
 from jarl.agent import AgentConfig, Segment, header_slots, make_layout
 from jarl.envs.host import HostEnv, HostStep, make_host_collect
-from jarl.rollout import make_collect, replay_logprobs, turn_keys
+from jarl.forward import replay_logprobs
+from jarl.rollout import make_collect, turn_keys
 from jarl.sampling import SamplingConfig
 from jarl.tokenizer import ByteTokenizer
 import toy_env  # noqa: F401  (registers guess_digit)

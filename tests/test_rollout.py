@@ -8,7 +8,8 @@ import pytest
 from jarl import envs, models, sharding
 from jarl.agent import AgentConfig, Segment, make_layout
 from jarl import rollout
-from jarl.rollout import make_collect, replay_logprobs
+from jarl.forward import replay_logprobs
+from jarl.rollout import make_collect
 from jarl.sampling import SamplingConfig
 import env_checks
 import toy_env  # noqa: F401  (registers guess_digit)

@@ -9,7 +9,8 @@ import pytest
 from jarl import models, search
 from jarl.agent import AgentConfig
 from jarl.envs import TextEnv, Tokens, make, parse, register
-from jarl.rollout import make_collect, replay_logprobs
+from jarl.forward import replay_logprobs
+from jarl.rollout import make_collect
 
 
 @flax.struct.dataclass
