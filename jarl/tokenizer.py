@@ -115,6 +115,7 @@ class HFTokenizer:
     if gguf.is_gguf(self.name):  # built from the file's tokenizer.* metadata, as AutoTokenizer would,
       path = Path(gguf.resolve(self.name))  # but without its slow read of the model config
       self.tok = PreTrainedTokenizerFast.from_pretrained(str(path.parent), gguf_file=path.name)
+      gguf.set_special_tokens(self.tok, path)  # the file's special ids, whatever transformers read
     else:
       self.tok = AutoTokenizer.from_pretrained(self.name)
     if self.tok.eos_token_id is None:

@@ -1,6 +1,7 @@
 """GGUF checkpoints: tiny files written as llama.cpp writes them, every quant type, metadata policy, and
 the packaged SmolLM2-135M-Instruct Q4_1 file against transformers' own GGUF loading (torch CPU)."""
 
+import copy
 import functools
 import re
 import time
@@ -220,6 +221,14 @@ def test_real_file_matches_transformers(real, tmp_path):
       (tok.eos_id, tok.bos_id, tok.eos_id) == (2, 1, 2)  # generate() stops at <|im_end|>
   hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path)
   assert hf_tok.encode(tok.apply_chat_template(MESSAGES), add_special_tokens=False) == prompt[0].tolist()
+
+
+def test_special_tokens_come_from_the_file(real):
+  hf_tok = copy.deepcopy(real[3].tok)
+  hf_tok.eos_token = hf_tok.pad_token = "<|im_start|>"  # what transformers 5.17 reads from this file
+  assert (hf_tok.eos_token_id, hf_tok.pad_token_id) == (1, 1)
+  jarl_gguf.set_special_tokens(hf_tok, models.packaged("smollm2-135m-instruct"))
+  assert (hf_tok.bos_token_id, hf_tok.eos_token_id, hf_tok.pad_token_id, hf_tok.unk_token_id) == (1, 2, 2, 0)
 
 
 def test_real_tokenizer(real):

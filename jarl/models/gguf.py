@@ -12,7 +12,8 @@ shapes are then checked against `hf._tensor_map` (GGUF names renamed to HF's), a
 dequantized to float32 by `gguf.quants` (F32, F16, BF16, Q8_0, Q4_0, Q4_1, the K-quants, ...),
 checked finite and cast to the param dtype. llama.cpp's converter interleaves the RoPE halves of
 llama's q and k rows (not qwen2's or qwen3's); that is undone, so the params are HF's and
-`save_pretrained` writes a folder transformers loads.
+`save_pretrained` writes a folder transformers loads. The tokenizer (`jarl.tokenizer.HFTokenizer`) is
+transformers' GGUF tokenizer with its special tokens set from the file's ids (`set_special_tokens`).
 """
 
 from __future__ import annotations
@@ -197,6 +198,21 @@ def load_gguf(path, dtype: str | None = None, mesh: Mesh | None = None, kind: st
     module = name.split(".")[-2]
     return _unpermute(w, permuted[module]) if module in permuted else w
   return hf._assemble(cfg, expected, read, mesh, kind, where)
+
+
+SPECIAL_TOKENS = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "pad_token": "padding_token_id",
+                  "unk_token": "unknown_token_id"}  # a transformers tokenizer's attribute -> tokenizer.ggml.<key>
+
+
+def set_special_tokens(tok, path) -> None:
+  """Set a transformers tokenizer's bos / eos / pad / unk tokens to a GGUF file's `tokenizer.ggml.*_token_id`
+  (those it has). transformers' own reading of them varies by version: 5.17 makes SmolLM2's eos and pad
+  <|im_start|> (id 1), 5.25 <|im_end|> (2), as the file says."""
+  reader, _ = _open(path)
+  for attr, key in SPECIAL_TOKENS.items():
+    field = reader.fields.get(f"tokenizer.ggml.{key}")
+    if field is not None:
+      setattr(tok, attr, tok.convert_ids_to_tokens(int(field.contents())))
 
 
 def read_config(path, **overrides) -> ModelConfig:
