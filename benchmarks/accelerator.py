@@ -53,6 +53,20 @@ tokens without the rollout / update breakdown; 2 episodes x 2 turns; a 64-slot m
 optimizations off (`jax_disable_most_optimizations`: compiles about 2x faster on a CPU), one timed call
 each: it checks the code paths, not the speed. No download, no hub: a checkout and its wheels suffice.
 
+On a machine with no network whose image has jax for its chip but not all of jarl's dependencies (the
+lent H100 / H200 image: Python 3.12, jax 0.11.2, no ml-collections, mctx or tensorboardX), download
+their wheels here into `.whl/` (git-ignored), carry that folder and install it there without an index:
+
+    pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+        ml-collections==1.1.0 mctx==0.0.71 tensorboardX==2.6.5 flax==0.12.12
+    python3 -m pip install -q --no-index --no-deps .whl/*.whl && python3 benchmarks/accelerator.py --results-dir $OUT
+
+flax rides along because flax 0.12.8 (what this project is tested with on Python 3.11, jax 0.10) fails to
+import under jax 0.11 (`jax.experimental.hijax` lost `HiPrimitive`). Checked on CPU in a Python 3.12 venv
+with the image's jax 0.11.2, numpy 2.5.2 and transformers 5.17.0 and these wheels: the dry run passes, and
+so does the test suite but for tests/test_benchmarks_memory.py's plan-vs-XLA ratio on tiny shapes (1.31
+against its 1.25 bound: XLA 0.11 counts fewer temporaries than the jax 0.10 the plan was fitted to).
+
 Results: results/accelerator_<chip>.json and .md (chip: "h100", "v5e", ...; the dry run:
 accelerator_dryrun_cpu in `--results-dir`), with the machine, the chip's numbers and the skips.
 """
