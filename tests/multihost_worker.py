@@ -29,4 +29,5 @@ def get_config():
   c.eval.every, c.eval.tasks = 2, 8
   c.train.steps, c.train.checkpoint_every = 2, 2
   c.train.tensorboard = False
+  c.algo.entropy_coef, c.algo.filter_zero_variance = 0.01, False  # RL updates with a gradient (the groups tie)
   return c

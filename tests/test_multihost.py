@@ -109,6 +109,7 @@ def test_processes_reproduce_one_process_run(reference, tmp_path):
 
   want, got = read_jsonl(reference / "metrics.jsonl"), read_jsonl(workdir / "metrics.jsonl")
   assert [r["step"] for r in got] == [r["step"] for r in want] == [-1, 0, 0, 1, 2]
+  assert all(r["policy/grad_norm"] > 0 for r in want if r["step"] > 0)  # RL updates that change the params
   for w, g in zip(want, got):
     assert set(g) == set(w)
     np.testing.assert_allclose([g[k] for k in sorted(w)], [w[k] for k in sorted(w)], rtol=1e-5, atol=1e-6,
