@@ -57,7 +57,10 @@ def test_filter_logits_matches_numpy_reference(temperature, top_k, top_p):
   logits_BxV = jax.random.normal(jax.random.key(1), (6, 50)) * 2
   cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
   got = sampling.filter_logits(logits_BxV, cfg)
-  np.testing.assert_array_equal(got, jax.jit(sampling.filter_logits, static_argnums=1)(logits_BxV, cfg))
+  # jit keeps the same tokens; under jax 0.12 its scaled values differ from eager's by an ulp when temperature != 1
+  jitted = jax.jit(sampling.filter_logits, static_argnums=1)(logits_BxV, cfg)
+  np.testing.assert_array_equal(np.isfinite(jitted), np.isfinite(got))
+  np.testing.assert_allclose(jitted, got, rtol=1e-6)
   for row in range(6):
     keep = _filter_reference(logits_BxV[row], temperature, top_k, top_p)
     np.testing.assert_array_equal(np.isfinite(got[row]), keep)
