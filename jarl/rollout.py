@@ -10,9 +10,10 @@ task's first observation at one row of its group, then copied; `Runner.start`), 
 token by token (a `while_loop` over its budget that ends when every row has stopped) through one
 persistent KV cache, steps the env on the parsed action, and forces the env's next observation.
 All rows share one slot cursor: a row that is idle in a slot (its segment already stopped, its
-episode over, or a REVISE it does not need) writes an invalid slot. Forced text is written a chunk at a time (one forward over the chunk);
-sampled tokens one slot per step. The slot buffers double as the training batch:
-`forward.replay_logprobs` recomputes the sampled tokens' log-probs with one full forward.
+episode over, or a REVISE it does not need) writes an invalid slot. Forced text is written a chunk
+at a time (one forward over the chunk), sampled tokens one slot per step. The slot buffers double as
+the training batch: `forward.replay_logprobs` recomputes the sampled tokens' log-probs with one full
+forward.
 
 With `AgentConfig.act_candidates = K > 1` the ACT segment is a best-of-K search
 (`jarl.planning`): K candidates are sampled one after another into K slot ranges, each
