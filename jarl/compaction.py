@@ -2,12 +2,15 @@
 
     sizes = compaction.buckets(64, 4)                              # [64, 32, 16, 8]
     state = compaction.on_rows(step, state, active_B, sizes)       # step(state_b, rows_b) -> state_b
+    go_on = compaction.keeps_bucket(active_b, sizes, step, start, every)  # a decode loop in a bucket
 
 A decode loop over B rows keeps computing rows that stopped (their reply ended, their episode is
 over) until the last one does. `on_rows` takes the rows still active (and, to fill the bucket, as
 many others as it takes) out of every array of a state pytree — KV caches included, whatever their
 layout — runs the step on that smaller batch and puts the rows back. Shapes are static, so each
 bucket size is its own compiled branch, and the smallest bucket that holds the active rows runs.
+A decode loop stays in its bucket for as long as its rows need it (`keeps_bucket`): the rows are gathered
+again only once they fit a smaller one, so a segment pays at most one gather per bucket size.
 `SamplingConfig.compact_every` turns it on in the rollout (`jarl.rollout`) and in `jarl.sampling.generate`.
 """
 
@@ -70,6 +73,15 @@ def on_rows(fn: Callable, state: Any, active_B: Array, sizes: list[int]) -> Any:
       return put_rows(state, rows_b, fn(take_rows(state, rows_b), rows_b))
     state = run_if(size == b, gathered, state)
   return state
+
+
+def keeps_bucket(active_b: Array, sizes: list[int], step: Array, start: Array, every: int) -> Array:
+  """Whether a decode loop over a bucket of len(active_b) rows, gathered at step `start`, runs `step`: some
+  row is still active, and, at every `every`-th step after `start`, the active rows do not fit the next
+  smaller bucket yet (when they do, the loop ends and its caller gathers them into that one)."""
+  smaller = max([s for s in sizes if s < active_b.shape[0]], default=0)
+  check = (step > start) & ((step - start) % every == 0)
+  return jnp.any(active_b) & ~(check & (active_b.sum() <= smaller))
 
 
 def row_keyed(choose: Callable) -> Callable:

@@ -121,10 +121,11 @@ class Runner:
     whole budget, so the slots of the steps not run stay idle and every segment keeps its slots.
     `choose(logits_BxV, key) -> token_B` (default: the runner's) draws each token.
 
-    With `SamplingConfig.compact_every = k > 0` (live-row compaction), every k steps the rows still
-    sampling are gathered (cache, buffers, cursor state) into the smallest batch bucket that holds
-    them (`compact_buckets`), decoded there, and put back: rows that stopped, or whose episode
-    ended, stop costing compute. `choose` then draws one row at a time, with the key folded with
+    With `SamplingConfig.compact_every = k > 0` (live-row compaction), the rows still sampling are
+    gathered (cache, buffers, cursor state) into the smallest batch bucket that holds them
+    (`compact_buckets`) and decoded there until, checked every k steps, they fit a smaller one
+    (`compaction.keeps_bucket`); then they are put back and gathered again: rows that stopped, or
+    whose episode ended, stop costing compute. `choose` then draws one row at a time, with the key folded with
     the row's index, so that a row's tokens do not depend on which rows share its bucket.
     """
     budget = self.layout.budgets[segment]
@@ -163,19 +164,21 @@ class Runner:
                     decode_rows=c.decode_rows + rows_b.shape[0])
       return c, text_b, ids_bxK, n_b + text_b
 
-    def run(loop, rows_b, until):  # (i, *state): steps for rows_b until step `until` or until all have stopped
-      def body(loop):
+    def run(loop, rows_b, go_on=lambda active_b, i: any_row(active_b)):  # (i, *state): steps for rows_b
+      def body(loop):  # until the budget, or until go_on(active_b, i) says stop
         return (loop[0] + 1,) + step(loop[0], loop[1:], rows_b)
-      return jax.lax.while_loop(lambda loop: (loop[0] < until) & any_row(loop[2]), body, loop)
+      return jax.lax.while_loop(lambda loop: (loop[0] < budget) & go_on(loop[2], loop[0]), body, loop)
 
     loop = (jnp.int32(0), c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
-    if self.sampling.compact_every:  # in phases, each over the rows still sampling
+    if self.sampling.compact_every:  # in phases, each over the rows still sampling, in a bucket while they need it
+      sizes, every = self.buckets(B), self.sampling.compact_every
       def phase(loop):
-        until = jnp.minimum(loop[0] + self.sampling.compact_every, budget)
-        return self.on_rows(lambda loop, rows_b: run(loop, rows_b, until), loop, loop[2])
+        def in_bucket(loop, rows_b, start=loop[0]):
+          return run(loop, rows_b, lambda active_b, i: compaction.keeps_bucket(active_b, sizes, i, start, every))
+        return self.on_rows(in_bucket, loop, loop[2])
       loop = jax.lax.while_loop(lambda loop: (loop[0] < budget) & any_row(loop[2]), phase, loop)
     else:
-      loop = run(loop, jnp.arange(B), budget)
+      loop = run(loop, jnp.arange(B))
     steps, c, _, ids_BxK, n_B = loop
     c = c.replace(cache=c.cache.replace(index=end), decode_steps=c.decode_steps + steps,
                   decode_budget=c.decode_budget + budget * any_row(live_B))  # (segments some row plays)

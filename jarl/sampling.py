@@ -26,8 +26,9 @@ unless `early_stop=False`. The KV cache lives only inside the program, so nothin
 copied in, donated or returned: it is allocated there, sharded like the batch (rows over
 (data, fsdp), kv heads over tensor), updated in place, and grown between up to four
 loop segments so that each step attends over a cache only as long as it needs. With
-`compact_every` = k > 0, every k steps the rows still sampling are gathered into a smaller batch
-(`jarl.compaction`), so rows that stopped stop costing compute; each row then samples from its own key.
+`compact_every` = k > 0, the rows still sampling are gathered into a smaller batch (`jarl.compaction`)
+whenever, checked every k steps, they fit one, so rows that stopped stop costing compute; each row then
+samples from its own key.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class SamplingConfig:
   pad_id: int = 0  # emitted after a row stops
   early_stop: bool = True  # False: always run max_new_tokens steps (benchmarks)
   vocab_limit: int = 0  # > 0: ids >= it are never drawn (a model's padded rows beyond its tokenizer's ids)
-  # > 0: every this many decode steps the rows still sampling are gathered into the smallest batch of
-  # B, B/2, ..., B/2^(compact_buckets - 1) that holds them (`jarl.compaction`; the rollout and generate)
+  # > 0: every this many decode steps, the rows still sampling are gathered into the smallest batch of
+  # B, B/2, ..., B/2^(compact_buckets - 1) that holds them when it is smaller than the one they are
+  # decoded in (`jarl.compaction`; the rollout and generate)
   compact_every: int = 0
   compact_buckets: int = 4
 
@@ -244,18 +246,20 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
 
   c = _Carry(jnp.zeros((), jnp.int32), prompt_BxP[:, -1], positions_BxP[:, -1], prompt_valid_BxP[:, -1],
              cache, jnp.zeros((B,), bool), out)
-  def run(c: _Carry, rows_b: Array, end) -> _Carry:  # steps until `end`, or until every row has stopped
-    def cond(c: _Carry) -> Array:
-      return (c.step < end) & ~jnp.all(c.done_B) if cfg.early_stop else c.step < end
+  def run(c: _Carry, rows_b: Array, end, go_on=lambda c: ~jnp.all(c.done_B)) -> _Carry:
+    def cond(c: _Carry) -> Array:  # steps until `end`, or (early stop) until not go_on: every row has stopped
+      return (c.step < end) & go_on(c) if cfg.early_stop else c.step < end
     return jax.lax.while_loop(cond, lambda c: body(c, rows_b), c)
 
   sizes = compaction.buckets(B, cfg.compact_buckets, shards)
   for end in ends:  # each segment attends over a cache just long enough for it (less to read)
     c = c._replace(cache=constrain(c.cache.grow(P + end - 1), "cache"))
-    if cfg.compact_every:  # in phases, each over the rows still sampling gathered into a bucket
+    if cfg.compact_every:  # in phases, each over the rows still sampling in a bucket while they need it
       def phase(c: _Carry, end=end) -> _Carry:
-        until = jnp.minimum(c.step + cfg.compact_every, end)
-        return compaction.on_rows(lambda c, rows_b: run(c, rows_b, until), c, ~c.done_B, sizes)
+        def in_bucket(c: _Carry, rows_b: Array, start=c.step) -> _Carry:
+          return run(c, rows_b, end, lambda c: compaction.keeps_bucket(~c.done_B, sizes, c.step, start,
+                                                                      cfg.compact_every))
+        return compaction.on_rows(in_bucket, c, ~c.done_B, sizes)
       c = jax.lax.while_loop(lambda c, end=end: (c.step < end) & ~jnp.all(c.done_B), phase, c)
     else:
       c = run(c, jnp.arange(B), end)

@@ -201,9 +201,10 @@ def _stop_half(stop_id):
 
 
 def test_live_row_compaction_changes_no_token(lm):
-  """Every 2 decode steps the rows still sampling are gathered into batches of 8, 4 or 2 rows: the
-  trajectory is exactly the one decoded in the full batch (compact_buckets=1; each row draws from its own
-  key either way), in fewer row-steps. Covers verdicts, shadow revisions and rows that end early."""
+  """The rows still sampling are gathered into batches of 8, 4 or 2 rows (when they fit a smaller one, checked
+  every 2 decode steps): the trajectory is exactly the one decoded in the full batch (compact_buckets=1; each
+  row draws from its own key either way), in fewer row-steps. Covers verdicts, shadow revisions and rows that
+  end early."""
   agent, key = SCHEMAS["all"], jax.random.key(11)
   choose = _stop_half(make_layout(agent, ENV).stop_id)
   run = lambda buckets: make_collect(lm, ENV, agent, n_tasks=4, group_size=2, choose=choose,  # noqa: E731

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jarl import models, sampling, sharding
+from jarl import compaction, models, sampling, sharding
 from jarl.sampling import SamplingConfig
 
 CFG = models.ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, mlp_dim=64)
@@ -224,6 +224,19 @@ def test_live_row_compaction_changes_no_token(lm):
   prompt_BxP, valid_BxP, out = compact
   _, raw_BxN = _score(lm, lm.params, prompt_BxP, valid_BxP, out, SamplingConfig(**base))
   np.testing.assert_allclose(raw_BxN, out.raw_logprobs_BxN, atol=1e-4)
+
+
+def test_a_decode_loop_keeps_its_bucket_until_its_rows_fit_a_smaller_one():
+  """compaction.keeps_bucket: a loop gathered at step 1 into 8 of buckets [8, 4, 2], checking every 2 steps."""
+  active = lambda n, b: jnp.arange(b) < n  # noqa: E731
+  keeps = lambda n, b, step, every=2: bool(compaction.keeps_bucket(active(n, b), [8, 4, 2], step, 1, every))  # noqa: E731
+  assert keeps(5, 8, 3)  # 5 rows need 8
+  assert not keeps(4, 8, 3)  # step 3 (start + 2) checks: 4 rows fit the bucket of 4
+  assert keeps(4, 8, 2) and keeps(4, 8, 4)  # steps that do not check go on
+  assert keeps(4, 8, 1) and keeps(1, 8, 1)  # the first step always runs (with an active row)
+  assert not keeps(1, 8, 2, every=1)  # every step checks
+  assert keeps(1, 2, 5) and not keeps(0, 2, 4)  # the smallest bucket: while a row is active
+  assert not keeps(0, 8, 2)
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 (fake) devices")
