@@ -36,8 +36,9 @@ step), so row lengths (stop included) are geometric with mean 21, cut at the bud
 tokens the median row stops at 15 and 5% run the whole budget, at 128 almost none. jarl's `generate` stops when every row has (`early_stop`, its default) and transformers'
 `generate` when every row has emitted its EOS; both compute finished rows until then. `jarl-no-early-stop`
 runs the same weights with `early_stop=False` (every call the whole budget: the "before"), and
-`jarl-compact` with live-row compaction (`compact_every=4`: every 4 steps the rows still sampling are
-gathered into the smallest of B, B/2, B/4, B/8 rows that holds them). Tunix is
+`jarl-compact` with live-row compaction (`compact_every=1`: the rows still sampling are decoded in the
+smallest of B, B/2, B/4, B/8 rows that holds them, gathered again, checked every step, once they fit a
+smaller one). Tunix is
 skipped there (its own random weights would never stop). mean_len = generated tokens per row (stop
 included) over the timed calls; tokens_per_s counts those tokens; ms_per_step and decode_mfu are for
 fixed rows only.
@@ -87,7 +88,7 @@ import numpy as np
 import common
 from jarl import models, sampling, tokenizer
 
-COMPACT_EVERY = 4  # jarl-compact: decode steps between compactions
+COMPACT_EVERY = 1  # jarl-compact: decode steps between checks for a smaller bucket
 COLUMNS = ("system", "workload", "model", "dtype", "batch", "prompt_len", "new_tokens", "mean_len", "tokens_per_s",
            "ms_per_step",
            "compile_s", "mfu", "decode_mfu", "speedup_vs_transformers", "matmul_floor_ms", "load_average", "note")

@@ -36,9 +36,9 @@ slots instead of 64 x 96 = 6,144), and the output head only at the trained slots
 each episode's completion laid end to end into 64 rows of 1.4 x the mean length, 29 slots instead of
 64); the row reports the episodes that did not fit (their step is skipped) and the share of packed and
 head slots in use.
-`jarl-compact` is jarl-packed with live-row compaction in the rollout (`SamplingConfig.compact_every=4`):
-every 4 decode steps the rows still sampling are gathered into the smallest of 64 / 32 / 16 / 8 rows that
-holds them, so stopped completions stop costing decode compute.
+`jarl-compact` is jarl-packed with live-row compaction in the rollout (`SamplingConfig.compact_every=1`):
+the rows still sampling are decoded in the smallest of 64 / 32 / 16 / 8 rows that holds them, gathered
+again (checked every step) once they fit a smaller one, so stopped completions stop costing decode compute.
 
 jarl: a single-turn TextEnv defined here, `make_collect` (8 tasks x 8, act budget 64, the
 never-sampled stop token) and `make_update` (grpo / ppo_clip) as ONE jitted program
@@ -202,7 +202,7 @@ def packing(w: Workload) -> dict:
 
 
 # jarl's systems: (update over packed episodes, live-row compaction in decode every this many steps)
-JARLS = {"jarl": (False, 0), "jarl-packed": (True, 0), "jarl-compact": (True, 4)}
+JARLS = {"jarl": (False, 0), "jarl-packed": (True, 0), "jarl-compact": (True, 1)}  # (packed, compact_every)
 
 
 class Jarl:

@@ -22,10 +22,11 @@ python loop generates with the stop as EOS (a row's reply ends at its first stop
 until every row of the call has stopped) and steps only the episodes still running, so its batch
 shrinks turn by turn; jarl runs every row in one program, ends a turn's decode loop when every row
 has stopped and skips turns in which every episode has ended.
-On the variable workload `jarl-compact` is jarl with live-row compaction (`SamplingConfig.compact_every=4`):
-every 4 decode steps the rows still sampling (their episode running, their reply not stopped) are
-gathered into the smallest of 64 / 32 / 16 / 8 rows that holds them; its `decode_row_fraction` (json and
-table; jarl's too) is the share of budget x batch rows the decode computed.
+On the variable workload `jarl-compact` is jarl with live-row compaction (`SamplingConfig.compact_every=1`):
+the rows still sampling (their episode running, their reply not stopped) are decoded in the smallest of
+64 / 32 / 16 / 8 rows that holds them, gathered again (checked every step) once they fit a smaller one;
+its `decode_row_fraction` (json and table; jarl's too) is the share of budget x batch rows the decode
+computed.
   jarl         `make_collect`: reset, prompt, 4 x (16 sampled slots, env step, observation
                forced as one chunk) in ONE jitted program with one KV cache.
   python-loop  what RAGEN / verl-style agent loops do: per turn, one `generate` call on the
@@ -85,7 +86,7 @@ from jarl.rollout import make_collect  # noqa: E402
 from jarl.sampling import SamplingConfig  # noqa: E402
 from jarl.tokenizer import ByteTokenizer  # noqa: E402
 
-COMPACT_EVERY = 4  # jarl-compact's decode steps between compactions (buckets B, B/2, B/4, B/8)
+COMPACT_EVERY = 1  # jarl-compact's decode steps between checks for a smaller bucket (B, B/2, B/4, B/8)
 COLUMNS = ("system", "workload", "preset", "batch", "episodes", "turns", "gen_tokens_per_turn", "obs_tokens_per_turn",
            "prompt_len", "mean_turns", "mean_reply", "episodes_per_s", "tokens_per_s", "seconds", "compile_s",
            "speedup_vs_python_loop", "decode_row_fraction", "load_average")
