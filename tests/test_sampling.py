@@ -228,8 +228,8 @@ def test_live_row_compaction_changes_no_token(lm):
 
 def test_a_decode_loop_keeps_its_bucket_until_its_rows_fit_a_smaller_one():
   """compaction.keeps_bucket: a loop gathered at step 1 into 8 of buckets [8, 4, 2], checking every 2 steps."""
-  active = lambda n, b: jnp.arange(b) < n  # noqa: E731
-  keeps = lambda n, b, step, every=2: bool(compaction.keeps_bucket(active(n, b), [8, 4, 2], step, 1, every))  # noqa: E731
+  def keeps(n, b, step, every=2):  # n active rows in a bucket of b
+    return bool(compaction.keeps_bucket(jnp.arange(b) < n, [8, 4, 2], step, 1, every))
   assert keeps(5, 8, 3)  # 5 rows need 8
   assert not keeps(4, 8, 3)  # step 3 (start + 2) checks: 4 rows fit the bucket of 4
   assert keeps(4, 8, 2) and keeps(4, 8, 4)  # steps that do not check go on
