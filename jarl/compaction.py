@@ -2,7 +2,7 @@
 
     sizes = compaction.buckets(64, 4)                              # [64, 32, 16, 8]
     state = compaction.on_rows(step, state, active_B, sizes)       # step(state_b, rows_b) -> state_b
-    go_on = compaction.keeps_bucket(active_b, sizes, step, start, every)  # a decode loop in a bucket
+    state = compaction.decode(step, state, step_of, active_of, end, sizes, every)  # a whole decode loop
 
 A decode loop over B rows keeps computing rows that stopped (their reply ended, their episode is
 over) until the last one does. `on_rows` takes the rows still active (and, to fill the bucket, as
@@ -82,6 +82,23 @@ def keeps_bucket(active_b: Array, sizes: list[int], step: Array, start: Array, e
   smaller = max([s for s in sizes if s < active_b.shape[0]], default=0)
   check = (step > start) & ((step - start) % every == 0)
   return jnp.any(active_b) & ~(check & (active_b.sum() <= smaller))
+
+
+def decode(step: Callable, state: Any, step_of: Callable, active_of: Callable, end, sizes: list[int],
+           every: int) -> Any:
+  """A decode loop with live-row compaction: `step(state, rows_b) -> state` (one step for the rows rows_b,
+  whose state this is) until step_of(state) reaches `end` or active_of(state) has no row left; the active
+  rows are gathered into the smallest of `sizes` that holds them and kept there while they need it
+  (`keeps_bucket`, checked every `every` steps)."""
+  def phase(state):
+    start = step_of(state)
+
+    def in_bucket(state, rows_b):
+      def go_on(state):
+        return (step_of(state) < end) & keeps_bucket(active_of(state), sizes, step_of(state), start, every)
+      return jax.lax.while_loop(go_on, lambda state: step(state, rows_b), state)
+    return on_rows(in_bucket, state, active_of(state), sizes)
+  return jax.lax.while_loop(lambda state: (step_of(state) < end) & jnp.any(active_of(state)), phase, state)
 
 
 def row_keyed(choose: Callable) -> Callable:

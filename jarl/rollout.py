@@ -164,21 +164,16 @@ class Runner:
                     decode_rows=c.decode_rows + rows_b.shape[0])
       return c, text_b, ids_bxK, n_b + text_b
 
-    def run(loop, rows_b, go_on=lambda active_b, i: any_row(active_b)):  # (i, *state): steps for rows_b
-      def body(loop):  # until the budget, or until go_on(active_b, i) says stop
-        return (loop[0] + 1,) + step(loop[0], loop[1:], rows_b)
-      return jax.lax.while_loop(lambda loop: (loop[0] < budget) & go_on(loop[2], loop[0]), body, loop)
+    def body(loop, rows_b):  # (i, *state): one step for rows_b
+      return (loop[0] + 1,) + step(loop[0], loop[1:], rows_b)
 
     loop = (jnp.int32(0), c, live_B, jnp.full((B, budget), self.pad_id, jnp.int32), jnp.zeros((B,), jnp.int32))
-    if self.sampling.compact_every:  # in phases, each over the rows still sampling, in a bucket while they need it
-      sizes, every = self.buckets(B), self.sampling.compact_every
-      def phase(loop):
-        def in_bucket(loop, rows_b, start=loop[0]):
-          return run(loop, rows_b, lambda active_b, i: compaction.keeps_bucket(active_b, sizes, i, start, every))
-        return self.on_rows(in_bucket, loop, loop[2])
-      loop = jax.lax.while_loop(lambda loop: (loop[0] < budget) & any_row(loop[2]), phase, loop)
-    else:
-      loop = run(loop, jnp.arange(B))
+    if self.sampling.compact_every:  # the rows still sampling, in a bucket while they need it
+      loop = compaction.decode(body, loop, lambda loop: loop[0], lambda loop: loop[2], budget, self.buckets(B),
+                               self.sampling.compact_every)
+    else:  # until the budget or until every row has stopped
+      loop = jax.lax.while_loop(lambda loop: (loop[0] < budget) & any_row(loop[2]),
+                                lambda loop: body(loop, jnp.arange(B)), loop)
     steps, c, _, ids_BxK, n_B = loop
     c = c.replace(cache=c.cache.replace(index=end), decode_steps=c.decode_steps + steps,
                   decode_budget=c.decode_budget + budget * any_row(live_B))  # (segments some row plays)

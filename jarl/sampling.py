@@ -246,23 +246,18 @@ def _decode_loop(lm: LM, cfg: SamplingConfig, params, prompt_BxP, prompt_valid_B
 
   c = _Carry(jnp.zeros((), jnp.int32), prompt_BxP[:, -1], positions_BxP[:, -1], prompt_valid_BxP[:, -1],
              cache, jnp.zeros((B,), bool), out)
-  def run(c: _Carry, rows_b: Array, end, go_on=lambda c: ~jnp.all(c.done_B)) -> _Carry:
-    def cond(c: _Carry) -> Array:  # steps until `end`, or (early stop) until not go_on: every row has stopped
-      return (c.step < end) & go_on(c) if cfg.early_stop else c.step < end
-    return jax.lax.while_loop(cond, lambda c: body(c, rows_b), c)
+  def run(c: _Carry, end) -> _Carry:  # steps until `end`, or (early stop) until every row has stopped
+    def cond(c: _Carry) -> Array:
+      return (c.step < end) & ~jnp.all(c.done_B) if cfg.early_stop else c.step < end
+    return jax.lax.while_loop(cond, lambda c: body(c, jnp.arange(B)), c)
 
   sizes = compaction.buckets(B, cfg.compact_buckets, shards)
   for end in ends:  # each segment attends over a cache just long enough for it (less to read)
     c = c._replace(cache=constrain(c.cache.grow(P + end - 1), "cache"))
-    if cfg.compact_every:  # in phases, each over the rows still sampling in a bucket while they need it
-      def phase(c: _Carry, end=end) -> _Carry:
-        def in_bucket(c: _Carry, rows_b: Array, start=c.step) -> _Carry:
-          return run(c, rows_b, end, lambda c: compaction.keeps_bucket(~c.done_B, sizes, c.step, start,
-                                                                      cfg.compact_every))
-        return compaction.on_rows(in_bucket, c, ~c.done_B, sizes)
-      c = jax.lax.while_loop(lambda c, end=end: (c.step < end) & ~jnp.all(c.done_B), phase, c)
+    if cfg.compact_every:  # the rows still sampling, in a bucket while they need it
+      c = compaction.decode(body, c, lambda c: c.step, lambda c: ~c.done_B, end, sizes, cfg.compact_every)
     else:
-      c = run(c, jnp.arange(B), end)
+      c = run(c, end)
   return c.out
 
 
